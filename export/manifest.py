@@ -1,0 +1,97 @@
+"""manifest.json: what was exported, how, how big, and whether it verified.
+
+The same facts (minus nested detail) go into the ONNX file's metadata_props, so a model file
+that got separated from its folder still says what it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import onnx
+
+from tensorgpt import __version__
+
+FORMAT = "tensorgpt-export"
+FORMAT_VERSION = 1
+
+
+def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of stored weights by part: the embedding chain, an untied head, the rest."""
+    parts = {"embedding": 0, "lm_head": 0, "rest": 0}
+    for tensor in model.graph.initializer:
+        size = _tensor_nbytes(tensor)
+        if tensor.name.startswith("embedding."):
+            parts["embedding"] += size
+        elif tensor.name.startswith("lm_head."):
+            parts["lm_head"] += size
+        else:
+            parts["rest"] += size
+    return parts
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return count * itemsize
+
+
+def folder_bytes(folder: Path, names: tuple[str, ...] = ("model.onnx", "model.onnx.data")) -> int:
+    return sum(os.path.getsize(folder / n) for n in names if (folder / n).exists())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def metadata_props(manifest: dict) -> dict[str, str]:
+    """Flat string facts for ONNX metadata_props (nested values as compact JSON)."""
+    keys = (
+        "format",
+        "format_version",
+        "tool_version",
+        "source",
+        "architecture",
+        "method",
+        "method_options",
+        "quantize",
+        "config",
+        "ratios",
+        "embedding_info",
+    )
+    props = {f"tensorgpt.{k}": _to_text(manifest[k]) for k in keys if k in manifest}
+    props["tensorgpt.initializer_bytes"] = _to_text(manifest["bytes"]["initializers"])
+    verification = manifest.get("verification") or {}
+    props["tensorgpt.verification"] = _to_text(
+        {
+            "passed": verification.get("passed"),
+            "greedy_match": verification.get("greedy_match"),
+            "max_abs_logit_diff": f"{verification.get('max_abs_logit_diff', float('nan')):.1e}",
+        }
+    )
+    return props
+
+
+def _to_text(value) -> str:
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    )
+
+
+def tool_version() -> str:
+    return __version__

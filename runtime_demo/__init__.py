@@ -1,0 +1,1 @@
+"""Run an exported folder with onnxruntime, numpy and tokenizers only (never torch)."""

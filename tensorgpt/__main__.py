@@ -1,0 +1,5 @@
+import sys
+
+from tensorgpt.cli import main
+
+sys.exit(main())

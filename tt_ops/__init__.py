@@ -1,0 +1,1 @@
+"""Tensor-Train math for embedding tables: decompositions, metrics, storage (numpy + TensorLy)."""
