@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
 

@@ -15,8 +15,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from tensorgpt.models import ModelAdapter
 from torch import nn
+
+from tensorgpt.models import ModelAdapter
 
 OPSET = 18
 

@@ -1,5 +1,114 @@
-"""Subcommands contributed by this package (see tensorgpt/cli.py)."""
+"""`tensorgpt export`: the subcommand; torch and onnx are imported only when it runs."""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import argparse
+import json
+
+from tensorgpt.cli import Command
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(
+            int(v) for v in text.replace("x", ",").replace("*", ",").split(",") if v.strip()
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 4,4,4,4,3, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="hub id (gpt2, distilgpt2, ...), checkpoint folder, .gguf file, or smollm2-135m (offline default)",
+    )
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        help="folder to write model.onnx, manifest.json and the tokenizer to",
+    )
+    p.add_argument(
+        "--method",
+        default="none",
+        choices=["none", "tt", "tt-matrix"],
+        help="token-embedding compression (default: none)",
+    )
+    p.add_argument(
+        "--rank", type=int, help="TT rank cap (tt default 4, the TensorGPT paper's setting)"
+    )
+    p.add_argument(
+        "--factors",
+        type=_int_list,
+        help="tt: mode sizes of a row (default: 2s over the row padded to a power of two); "
+        "tt-matrix: factors of the hidden size",
+    )
+    p.add_argument(
+        "--vocab-factors", type=_int_list, help="tt-matrix: factors of the (padded) vocabulary"
+    )
+    p.add_argument(
+        "--rel-error", type=float, help="error-bounded TT-SVD: target relative error per row"
+    )
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "int8"],
+        help="int8: onnxruntime dynamic int8 for the transformer MatMuls and int8 TT cores",
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tensorgpt.export.compress import CompressionSpec
+    from tensorgpt.export.exporter import export_model
+
+    spec = CompressionSpec(
+        method=args.method,
+        rank=args.rank,
+        factors=args.factors,
+        vocab_factors=args.vocab_factors,
+        rel_error=args.rel_error,
+        int8_cores=args.quantize == "int8" and args.method != "none",
+    )
+    if args.vocab_factors and args.method != "tt-matrix":
+        raise ValueError("--vocab-factors needs --method tt-matrix")
+    manifest = export_model(
+        args.model, args.out_dir, spec, quantize=args.quantize, force=args.force
+    )
+    if args.json:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+    else:
+        print(summary(manifest))
+    return 0
+
+
+def summary(manifest: dict) -> str:
+    b, v = manifest["bytes"], manifest["verification"]
+    lines = [
+        f"model.onnx: {b['file'] / 1e6:.1f} MB  (embedding {b['embedding'] / 1e6:.2f} MB, "
+        f"{manifest['ratios']['embedding_bytes']:.2f}x smaller than dense fp32)",
+        f"verification: {'passed' if v['passed'] else 'FAILED'}, max abs logit diff "
+        f"{v['max_abs_logit_diff']:.2e}, greedy tokens match: {v['greedy_match']}",
+    ]
+    rec = manifest.get("reconstruction")
+    if rec:
+        lines.append(
+            f"table reconstruction: relative error {rec['rel_fro']:.4f}, MAE {rec['mae']:.3g}"
+        )
+    return "\n".join(lines)
+
+
+COMMANDS = [
+    Command(
+        "export",
+        "compress a causal LM's token embedding and write one ONNX decoder with KV cache",
+        add_export_arguments,
+        run_export,
+    ),
+]

@@ -9,14 +9,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from tensorgpt.export.embedding_graph import (
     DenseEmbedding,
     EmbeddingGraph,
+    LowRankEmbedding,
     PerTokenTTEmbedding,
+    RowQuantizedEmbedding,
     TTMatrixEmbedding,
 )
 
-METHODS = ("none", "tt", "tt-matrix")
+# tt, tt-matrix: the TT formats. svd, int8-rows, int4-rows: the baselines users would pick.
+METHODS = ("none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows")
+SVD_DEFAULT_RANK = 64
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,14 @@ class CompressionSpec:
             raise ValueError(f"--rel-error must be in (0, 1), got {self.rel_error}")
         if self.factors is not None and any(f < 1 for f in self.factors):
             raise ValueError(f"--factors must be positive integers, got {list(self.factors)}")
-        if self.method == "none" and (self.rank or self.factors or self.rel_error):
-            raise ValueError("--rank, --factors and --rel-error need --method tt or tt-matrix")
+        if self.method in ("none", "int8-rows", "int4-rows") and (
+            self.rank or self.factors or self.rel_error
+        ):
+            raise ValueError(
+                f"--rank, --factors and --rel-error do not apply to --method {self.method}"
+            )
+        if self.method == "svd" and (self.factors or self.rel_error):
+            raise ValueError("--method svd takes --rank only")
 
     def options(self) -> dict:
         return {
@@ -54,14 +65,21 @@ def compress_embedding(table: np.ndarray, spec: CompressionSpec) -> tuple[Embedd
     table = np.asarray(table, dtype=np.float32)
     if spec.method == "none":
         return DenseEmbedding(table), {"reconstruction": None}
-    if spec.method == "tt":
+    if spec.method == "svd":
+        rank = spec.rank or SVD_DEFAULT_RANK
+        graph: EmbeddingGraph = LowRankEmbedding(table, rank)
+        info: dict = {"ranks": [rank]}
+    elif spec.method in ("int8-rows", "int4-rows"):
+        graph = RowQuantizedEmbedding(table, bits=8 if spec.method == "int8-rows" else 4)
+        info = {"bits": graph.bits}
+    elif spec.method == "tt":
         from tensorgpt.tt_ops.per_token import decompose_per_token
 
         rank = spec.rank if spec.rank is not None else (None if spec.rel_error else 4)
         tt = decompose_per_token(
             table, rank=rank, mode_sizes=spec.factors, rel_error=spec.rel_error
         )
-        graph: EmbeddingGraph = PerTokenTTEmbedding(tt, int8=spec.int8_cores)
+        graph = PerTokenTTEmbedding(tt, int8=spec.int8_cores)
         info = {"ranks": [int(r) for r in tt.ranks], "mode_sizes": [int(n) for n in tt.mode_sizes]}
     else:
         from tensorgpt.tt_ops.tt_matrix import decompose_tt_matrix

@@ -7,7 +7,8 @@ Each format answers three questions:
   file itself never holds a dense V x D matrix;
 - `dense()`: the same table in numpy, which PyTorch runs for the built-in verification.
 
-Only standard ops appear: Gather, Reshape, Transpose, MatMul, Slice, Div, Mod, Cast, Mul.
+Only standard ops appear: Gather, Reshape, Transpose, MatMul, Slice, Div, Mod, Cast, Mul
+(plus Unsqueeze, Concat, Sub, BitwiseAnd, BitShift to unpack 4-bit codes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from tensorgpt.export.graph_builder import GraphBuilder
 
 if TYPE_CHECKING:
@@ -181,3 +183,128 @@ class TTMatrixEmbedding(EmbeddingGraph):
             cores = [dequantize_int8(*quantize_int8(c, (0, 2, 3))) for c in cores]
         ttm = dataclasses.replace(self.ttm, cores=cores)
         return ttm.rows(np.arange(self.vocab_size)).astype(np.float32)
+
+
+class LowRankEmbedding(EmbeddingGraph):
+    """Truncated SVD: table ~ U (V, k) @ W (k, D), W = diag(s) V^T; a row is Gather + MatMul."""
+
+    def __init__(self, table: np.ndarray, rank: int) -> None:
+        table = np.asarray(table, dtype=np.float64)
+        self.vocab_size, self.dim = table.shape
+        if not 1 <= rank <= min(table.shape):
+            raise ValueError(f"--rank must be between 1 and {min(table.shape)} for svd, got {rank}")
+        u, s, vt = np.linalg.svd(table, full_matrices=False)
+        self.left = np.ascontiguousarray(u[:, :rank], dtype=np.float32)
+        self.right = np.ascontiguousarray(s[:rank, None] * vt[:rank], dtype=np.float32)
+        self._names: tuple[str, str] | None = None
+
+    def _initializers(self, b: GraphBuilder) -> tuple[str, str]:
+        if self._names is None:
+            self._names = (b.const("left", self.left), b.const("right", self.right))
+        return self._names
+
+    def rows(self, b: GraphBuilder, ids: str) -> str:
+        left, right = self._initializers(b)
+        return b.op("MatMul", [b.op("Gather", [left, ids], axis=0), right])
+
+    def table(self, b: GraphBuilder) -> str:
+        left, right = self._initializers(b)
+        return b.op("MatMul", [left, right])
+
+    def dense(self) -> np.ndarray:
+        return self.left @ self.right
+
+
+class RowQuantizedEmbedding(EmbeddingGraph):
+    """Scalar quantization of the table, the baseline users reach for first.
+
+    bits=8: int8 codes, one fp16 absmax scale per row.
+    bits=4: codes in [-8, 7] packed two per uint8 (low nibble first, +8 offset), one fp16
+        scale per block of 32 columns (the llama.cpp Q4_0 / onnxruntime block-32 grid).
+    Decoding is Cast, BitwiseAnd/BitShift and Mul, which onnxruntime folds for the tied head
+    (it would not fold DequantizeLinear, and would redo the whole table at every token).
+    """
+
+    BLOCK = 32
+
+    def __init__(self, table: np.ndarray, bits: int) -> None:
+        table = np.asarray(table, dtype=np.float32)
+        self.vocab_size, self.dim = table.shape
+        self.bits = bits
+        if bits == 8:
+            self.codes, scale = quantize_int8(table, (1,))
+            self.scale = scale[:, 0]  # (V,)
+        elif bits == 4:
+            if self.dim % self.BLOCK:
+                raise ValueError(
+                    f"int4 rows need a hidden size divisible by {self.BLOCK}, got {self.dim}"
+                )
+            blocks = table.reshape(self.vocab_size, self.dim // self.BLOCK, self.BLOCK)
+            absmax = np.abs(blocks).max(axis=2, keepdims=True)
+            self.scale = (absmax / 7.0).astype(np.float16)
+            safe = np.where(self.scale == 0, np.float16(1), self.scale).astype(np.float32)
+            q = (
+                np.clip(np.rint(blocks / safe), -8, 7)
+                .astype(np.int16)
+                .reshape(self.vocab_size, self.dim)
+                + 8
+            )
+            self.codes = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+            self.scale = self.scale[:, :, 0]  # (V, D/32)
+        else:
+            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        self._names: tuple[str, str] | None = None
+
+    def _initializers(self, b: GraphBuilder) -> tuple[str, str]:
+        if self._names is None:
+            self._names = (b.const(f"int{self.bits}", self.codes), b.const("scale", self.scale))
+        return self._names
+
+    def _decode(self, b: GraphBuilder, codes: str, scale: str) -> str:
+        """(..., packed) codes and (..., groups) scales -> (..., D) float rows."""
+        scale = b.op("Cast", [scale], to=1)
+        if self.bits == 8:
+            return b.op(
+                "Mul",
+                [b.op("Cast", [codes], to=1), b.op("Unsqueeze", [scale, b.ints("last", [-1])])],
+            )
+        low = b.op("BitwiseAnd", [codes, b.const("mask", np.array(15, np.uint8))])
+        high = b.op("BitShift", [codes, b.const("shift", np.array(4, np.uint8))], direction="RIGHT")
+        last = b.ints("unsqueeze_last", [-1])
+        pairs = b.op(
+            "Concat", [b.op("Unsqueeze", [low, last]), b.op("Unsqueeze", [high, last])], axis=-1
+        )
+        values = b.op(
+            "Sub", [b.op("Cast", [pairs], to=1), b.const("offset", np.array(8, np.float32))]
+        )
+        grouped = b.op(
+            "Reshape", [values, b.ints("grouped", [0, 0, self.dim // self.BLOCK, self.BLOCK])]
+        )
+        scaled = b.op("Mul", [grouped, b.op("Unsqueeze", [scale, last])])
+        return b.op("Reshape", [scaled, b.ints("rows", [0, 0, self.dim])])
+
+    def rows(self, b: GraphBuilder, ids: str) -> str:
+        codes, scale = self._initializers(b)
+        return self._decode(
+            b, b.op("Gather", [codes, ids], axis=0), b.op("Gather", [scale, ids], axis=0)
+        )
+
+    def table(self, b: GraphBuilder) -> str:
+        codes, scale = self._initializers(b)
+        if self.bits == 8:
+            return self._decode(b, codes, scale)
+        # the 4-bit decoder expects two leading axes, as rows have (batch, seq)
+        lead = b.ints("lead", [1, self.vocab_size, -1])
+        rows = self._decode(b, b.op("Reshape", [codes, lead]), b.op("Reshape", [scale, lead]))
+        return b.op("Reshape", [rows, b.ints("table_shape", [self.vocab_size, self.dim])])
+
+    def dense(self) -> np.ndarray:
+        if self.bits == 8:
+            return dequantize_int8(self.codes, self.scale[:, None])
+        q = np.empty((self.vocab_size, self.dim), np.float32)
+        q[:, 0::2] = (self.codes & 15).astype(np.float32) - 8
+        q[:, 1::2] = (self.codes >> 4).astype(np.float32) - 8
+        blocks = (
+            q.reshape(self.vocab_size, -1, self.BLOCK) * self.scale.astype(np.float32)[:, :, None]
+        )
+        return blocks.reshape(self.vocab_size, self.dim)

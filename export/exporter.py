@@ -19,6 +19,7 @@ from pathlib import Path
 
 import onnx
 import torch
+
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
 from tensorgpt.export.atomic import check_target, staged_folder
@@ -140,9 +141,18 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None:
-    """The tied-head trap: a compressed export must not carry a V x D (or D x V) matrix."""
+    """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
+
+    (int8 codes of the whole table are the compressed format of the int8-rows baseline.)
+    """
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
     for tensor in model.graph.initializer:
-        if sorted(tensor.dims) == sorted([vocab, dim]):
+        if tensor.data_type in floats and sorted(tensor.dims) == sorted([vocab, dim]):
             raise RuntimeError(
                 f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
             )

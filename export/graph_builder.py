@@ -15,10 +15,20 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._consts: dict[str, np.ndarray] = {}
 
     def const(self, name: str, value: np.ndarray) -> str:
-        full = f"{self.prefix}.{name}"
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), full))
+        """An initializer; asking twice for the same name and value returns the same tensor."""
+        value = np.ascontiguousarray(value)
+        full, n = f"{self.prefix}.{name}", 1
+        while full in self._consts:
+            old = self._consts[full]
+            if old.dtype == value.dtype and old.shape == value.shape and np.array_equal(old, value):
+                return full
+            n += 1
+            full = f"{self.prefix}.{name}_{n}"
+        self._consts[full] = value
+        self.initializers.append(numpy_helper.from_array(value, full))
         return full
 
     def ints(self, name: str, values: list[int]) -> str:

@@ -73,6 +73,9 @@ def load(source: str) -> LoadedModel:
 
     where, gguf_file = resolve(source)
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    if not Path(where).is_dir() and not _hub_reachable():
+        # Without this, huggingface_hub retries for most of a minute before giving up.
+        kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
@@ -85,6 +88,23 @@ def load(source: str) -> LoadedModel:
     model.eval()
     resolved = os.path.join(where, gguf_file) if gguf_file else where
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, resolved=resolved)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the hub endpoint answers a TCP connect (HF_HUB_OFFLINE=1 counts as no)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _one_line(exc: BaseException) -> str:

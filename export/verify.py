@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import torch
+
 from tensorgpt.models import ModelAdapter
 
 FP32_TOLERANCE = 1e-3

@@ -1,0 +1,129 @@
+"""Every user mistake gets one line on stderr, exit code 2, and no output folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tensorgpt.cli import main as cli_main
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    code = cli_main(["export", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _assert_one_line_error(code: int, err: str, *words: str) -> None:
+    """Exit 2, no traceback, and exactly one error line (progress lines may precede it)."""
+    assert code == 2
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("tensorgpt export: error:")]
+    assert len(errors) == 1, err
+    for word in words:
+        assert word in errors[0], err
+
+
+def test_missing_local_folder(tmp_path, capsys):
+    code, err = _run(["./no/such/checkpoint", str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_gguf(tmp_path, capsys):
+    code, err = _run([str(tmp_path / "model.gguf"), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "GGUF")
+
+
+def test_folder_without_config(tmp_path, capsys):
+    (tmp_path / "ckpt").mkdir()
+    code, err = _run([str(tmp_path / "ckpt"), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "config.json")
+
+
+def test_corrupt_checkpoint(tiny_gpt2, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_gpt2.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])  # truncated download
+    code, err = _run([str(broken), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "could not load")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_architecture(tmp_path, capsys):
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from tests.conftest import build_tokenizer
+
+    ckpt = tmp_path / "neox"
+    ckpt.mkdir()
+    vocab = len(build_tokenizer(ckpt))
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    GPTNeoXForCausalLM(cfg).save_pretrained(str(ckpt))
+    code, err = _run([str(ckpt), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(
+        code,
+        err,
+        "unsupported architecture GPTNeoXForCausalLM",
+        "GPT2LMHeadModel",
+        "LlamaForCausalLM",
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--method", "tt", "--rank", "0"], ["rank"]),
+        (["--method", "tt", "--factors", "4,4,3"], ["mode_sizes"]),
+        (["--method", "tt-matrix", "--factors", "5,5"], ["factor"]),
+        (["--method", "tt", "--rel-error", "1.5"], ["rel-error"]),
+        (["--rank", "4"], ["--method"]),
+    ],
+)
+def test_invalid_compression_options(tiny_gpt2, tmp_path, capsys, args, words):
+    code, err = _run([str(tiny_gpt2), str(tmp_path / "out"), *args], capsys)
+    _assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_write_permission(tiny_gpt2, capsys):
+    # /proc refuses new folders even to root, so this is a real permission failure.
+    code, err = _run([str(tiny_gpt2), "/proc/tensorgpt-export-test"], capsys)
+    _assert_one_line_error(code, err)
+
+
+def test_unknown_hub_id_offline(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorgpt",
+            "export",
+            "no-such-org/no-such-model-xyz",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
+    _assert_one_line_error(
+        proc.returncode, proc.stderr.strip(), "could not load model 'no-such-org/no-such-model-xyz'"
+    )
