@@ -7,6 +7,9 @@ import json
 
 from tensorgpt.cli import Command
 
+# Mirrors export.compress.METHODS (not imported here: that module pulls in onnx).
+METHOD_CHOICES = ["none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows"]
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -36,11 +39,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         default="none",
-        choices=["none", "tt", "tt-matrix"],
-        help="token-embedding compression (default: none)",
+        choices=METHOD_CHOICES,
+        help="token-embedding compression (default: none); svd and int*-rows are baselines",
     )
     p.add_argument(
-        "--rank", type=int, help="TT rank cap (tt default 4, the TensorGPT paper's setting)"
+        "--rank",
+        type=int,
+        help="TT rank cap (tt default 4, the TensorGPT paper's setting); svd: singular values kept",
     )
     p.add_argument(
         "--factors",
@@ -57,8 +62,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize",
         default="none",
-        choices=["none", "int8"],
-        help="int8: onnxruntime dynamic int8 for the transformer MatMuls and int8 TT cores",
+        choices=["none", "int8", "ort-int8"],
+        help="int8: onnxruntime dynamic int8 for the transformer MatMuls and int8 TT cores; "
+        "ort-int8: onnxruntime's stock quantize_dynamic of the whole file (a baseline)",
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")

@@ -26,11 +26,11 @@ from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
-from tensorgpt.export.quantize import quantize_body_int8
+from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.verify import verify
 from tensorgpt.models import adapter_for
 
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("none", "int8", "ort-int8")
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -83,10 +83,10 @@ def export_model(
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / "model.onnx"
-        if quantize == "int8":
+        if quantize != "none":
             fp32_path = stage / "fp32.onnx"
             _save(model, fp32_path)
-            quantize_body_int8(fp32_path, model_path)
+            (quantize_body_int8 if quantize == "int8" else quantize_all_int8)(fp32_path, model_path)
             fp32_path.unlink()
             model = onnx.load(str(model_path))
         _save(model, model_path)

@@ -127,3 +127,10 @@ def test_unknown_hub_id_offline(tmp_path):
     _assert_one_line_error(
         proc.returncode, proc.stderr.strip(), "could not load model 'no-such-org/no-such-model-xyz'"
     )
+
+
+def test_cli_offers_every_method():
+    from tensorgpt.export.commands import METHOD_CHOICES
+    from tensorgpt.export.compress import METHODS
+
+    assert METHOD_CHOICES == list(METHODS)
