@@ -93,23 +93,31 @@ def dequantize_int8(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def _contract(
-    b: GraphBuilder, gathered: list[str], ranks: list[int], modes: list[int], dim: int
+    b: GraphBuilder, cores: list[tuple[str, bool]], ranks: list[int], modes: list[int], dim: int
 ) -> str:
-    """Contract gathered cores (batch, seq, r_{k-1}, n_k, r_k) left to right into (batch, seq, D).
+    """Contract cores left to right into rows (batch, seq, D).
 
+    cores[k] = (name, per_token): a per-token core was gathered to (batch, seq, r_{k-1}, n_k,
+    r_k); a shared core is (r_{k-1}, n_k, r_k) and broadcasts over (batch, seq) in MatMul.
     x_1 = G_1 as (n_1, r_1); x_k = (x_{k-1} @ G_k as (r_{k-1}, n_k r_k)) as (n_1..n_k, r_k):
     the first mode is the most significant digit of the output index (C order), as in tt_ops.
     """
-    x = b.op("Reshape", [gathered[0], b.ints("shape_0", [0, 0, modes[0], ranks[1]])])
+    if not any(per_token for _, per_token in cores):
+        raise ValueError("at least one TT core must depend on the token")
+    lead = lambda batched: [0, 0] if batched else []  # noqa: E731  (Reshape 0 = keep that dim)
+    name, batched = cores[0]
+    x = b.op("Reshape", [name, b.ints(f"shape_0_{batched}", [*lead(batched), modes[0], ranks[1]])])
     size = modes[0]
-    for k in range(1, len(gathered)):
-        core = b.op(
-            "Reshape",
-            [gathered[k], b.ints(f"shape_{k}", [0, 0, ranks[k], modes[k] * ranks[k + 1]])],
-        )
+    for k in range(1, len(cores)):
+        name, per_token = cores[k]
+        shape = [*lead(per_token), ranks[k], modes[k] * ranks[k + 1]]
+        core = b.op("Reshape", [name, b.ints(f"shape_{k}_{per_token}", shape)])
         x = b.op("MatMul", [x, core])
+        batched = batched or per_token
         size *= modes[k]
-        x = b.op("Reshape", [x, b.ints(f"shape_{k}_out", [0, 0, size, ranks[k + 1]])])
+        x = b.op(
+            "Reshape", [x, b.ints(f"shape_{k}_out_{batched}", [*lead(batched), size, ranks[k + 1]])]
+        )
     x = b.op("Reshape", [x, b.ints("shape_rows", [0, 0, size])])
     if size > dim:  # zero padding to the next power of two: keep the first D entries
         x = b.op(
@@ -120,30 +128,56 @@ def _contract(
 
 
 class PerTokenTTEmbedding(EmbeddingGraph):
-    """TensorGPT: every row is its own MPS; core k stored as (V, r_{k-1}, n_k, r_k)."""
+    """TensorGPT: every row is its own MPS; core k stored as (V, r_{k-1}, n_k, r_k).
+
+    A core that is the same for every token (TT-SVD leaves the untruncated outer bonds as
+    identity-like cores: 4 of 10 cores at D=768, rank 4) is stored once as (r_{k-1}, n_k, r_k)
+    and not gathered.
+    """
 
     def __init__(self, tt: PerTokenTT, int8: bool = False) -> None:
         self.tt = tt
         self.int8 = int8
         self.vocab_size, self.dim = tt.vocab_size, tt.dim
-        self._cores: list[str] | None = None
+        self.shared = [bool(np.all(c == c[:1])) for c in tt.cores]
+        if all(self.shared):  # every row identical: keep one core per token to stay general
+            self.shared[-1] = False
+        self._cores: list[tuple[str, bool]] | None = None
 
-    def _core_names(self, b: GraphBuilder) -> list[str]:
+    def _stored(self) -> list[tuple[np.ndarray, tuple]]:
+        """Each core as stored, with the axes its int8 scale reduces over."""
+        return [
+            (c[0], (0, 1, 2)) if shared else (c, (1, 2, 3))
+            for c, shared in zip(self.tt.cores, self.shared)
+        ]
+
+    def _core_names(self, b: GraphBuilder) -> list[tuple[str, bool]]:
         if self._cores is None:
             self._cores = [
-                _store_core(b, f"core_{k}", c, self.int8, (1, 2, 3))
-                for k, c in enumerate(self.tt.cores)
+                (
+                    _store_core(b, f"core_{k}" + ("_shared" if shared else ""), c, self.int8, axes),
+                    not shared,
+                )
+                for k, ((c, axes), shared) in enumerate(zip(self._stored(), self.shared))
             ]
         return self._cores
 
     def rows(self, b: GraphBuilder, ids: str) -> str:
-        gathered = [b.op("Gather", [core, ids], axis=0) for core in self._core_names(b)]
-        return _contract(b, gathered, list(self.tt.ranks), list(self.tt.mode_sizes), self.dim)
+        cores = [
+            (b.op("Gather", [name, ids], axis=0) if per_token else name, per_token)
+            for name, per_token in self._core_names(b)
+        ]
+        return _contract(b, cores, list(self.tt.ranks), list(self.tt.mode_sizes), self.dim)
 
     def dense(self) -> np.ndarray:
         if not self.int8:
             return self.tt.reconstruct().astype(np.float32)
-        cores = [dequantize_int8(*quantize_int8(c, (1, 2, 3))) for c in self.tt.cores]
+        cores = []
+        for (stored, axes), shared in zip(self._stored(), self.shared):
+            decoded = dequantize_int8(*quantize_int8(stored, axes))
+            cores.append(
+                np.broadcast_to(decoded, (self.vocab_size, *decoded.shape)) if shared else decoded
+            )
         return dataclasses.replace(self.tt, cores=cores).reconstruct().astype(np.float32)
 
 
@@ -173,7 +207,7 @@ class TTMatrixEmbedding(EmbeddingGraph):
             digit = b.op("Div", [ids, b.ints(f"stride_{k}", [stride])]) if stride > 1 else ids
             digit = b.op("Mod", [digit, b.ints(f"radix_{k}", [vf[k]])]) if k > 0 else digit
             g = b.op("Gather", [core, digit], axis=1)  # (r_{k-1}, batch, seq, d_k, r_k)
-            gathered.append(b.op("Transpose", [g], perm=[1, 2, 0, 3, 4]))
+            gathered.append((b.op("Transpose", [g], perm=[1, 2, 0, 3, 4]), True))
         ranks = [c.shape[0] for c in self.ttm.cores] + [1]
         return _contract(b, gathered, ranks, list(self.ttm.dim_factors), self.dim)
 
