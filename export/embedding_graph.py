@@ -211,6 +211,46 @@ class TTMatrixEmbedding(EmbeddingGraph):
         ranks = [c.shape[0] for c in self.ttm.cores] + [1]
         return _contract(b, gathered, ranks, list(self.ttm.dim_factors), self.dim)
 
+    def table(self, b: GraphBuilder) -> str:
+        """The whole table straight from the shared cores, never gathering per token.
+
+        X_1 = G_1 as (v_1 d_1, r_1); X_k = X_{k-1} @ G_k as (r_{k-1}, v_k d_k r_k), reshaped to
+        (v_1 d_1 .. v_k d_k, r_k); then (v_1, d_1, .., v_d, d_d) is transposed to
+        (v_1 .. v_d, d_1 .. d_d) and the padding rows past V are sliced off. Gathering every
+        id instead would materialise (r, V, d_k, r) blocks: 6 GB for SmolLM2 at rank 64.
+        """
+        names = self._core_names(b)
+        vf, df = list(self.ttm.vocab_factors), list(self.ttm.dim_factors)
+        ranks = [c.shape[0] for c in self.ttm.cores] + [1]
+        x = b.op("Reshape", [names[0], b.ints("table_0", [vf[0] * df[0], ranks[1]])])
+        size = vf[0] * df[0]
+        for k in range(1, len(names)):
+            core = b.op(
+                "Reshape",
+                [names[k], b.ints(f"table_{k}", [ranks[k], vf[k] * df[k] * ranks[k + 1]])],
+            )
+            size *= vf[k] * df[k]
+            x = b.op(
+                "Reshape",
+                [b.op("MatMul", [x, core]), b.ints(f"table_{k}_out", [size, ranks[k + 1]])],
+            )
+        interleaved = [n for pair in zip(vf, df) for n in pair]
+        x = b.op("Reshape", [x, b.ints("table_digits", interleaved)])
+        order = list(range(0, 2 * len(vf), 2)) + list(range(1, 2 * len(vf), 2))
+        x = b.op("Transpose", [x], perm=order)
+        x = b.op("Reshape", [x, b.ints("table_padded", [int(np.prod(vf)), self.dim])])
+        if int(np.prod(vf)) > self.vocab_size:
+            x = b.op(
+                "Slice",
+                [
+                    x,
+                    b.ints("vocab_start", [0]),
+                    b.ints("vocab_end", [self.vocab_size]),
+                    b.ints("vocab_axis", [0]),
+                ],
+            )
+        return x
+
     def dense(self) -> np.ndarray:
         cores = self.ttm.cores
         if self.int8:

@@ -25,7 +25,9 @@ EXIT_USER_ERROR = 2
 _COMMAND_MODULES = (
     "tensorgpt.tt_ops.commands",
     "tensorgpt.export.commands",
+    "tensorgpt.export.sweep_commands",
     "tensorgpt.runtime_demo.commands",
+    "tensorgpt.runtime_demo.compare_commands",
 )
 
 
