@@ -11,6 +11,7 @@ failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import sys
 import time
@@ -76,6 +77,9 @@ def export_model(
         body_path = stage / "body.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
             export_body(adapter, body_path)
+        if quantize == "int8":
+            quantize_body_int8(body_path, stage / "body.int8.onnx")
+            body_path = stage / "body.int8.onnx"
         model = load_body(body_path)
         for leftover in stage.iterdir():
             leftover.unlink()
@@ -83,13 +87,16 @@ def export_model(
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / "model.onnx"
-        if quantize != "none":
+        if quantize == "ort-int8":
             fp32_path = stage / "fp32.onnx"
             _save(model, fp32_path)
-            (quantize_body_int8 if quantize == "int8" else quantize_all_int8)(fp32_path, model_path)
+            quantize_all_int8(fp32_path, model_path)
             fp32_path.unlink()
             model = onnx.load(str(model_path))
         _save(model, model_path)
+        parts = mf.initializer_bytes(model)
+        del model  # the file is written; holding the proto during verification costs its size
+        gc.collect()
         loaded.tokenizer.save_pretrained(str(stage))
         if not (stage / "tokenizer.json").is_file():
             raise ValueError("the tokenizer did not save a tokenizer.json; the runtime needs one")
@@ -102,12 +109,8 @@ def export_model(
             str(model_path), loaded.model, adapter, loaded.tokenizer, quantized=quantize != "none"
         )
 
-        manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, model, report, tied)
-        for key, value in mf.metadata_props(manifest).items():
-            onnx.helper.set_model_props(
-                model, {**{p.key: p.value for p in model.metadata_props}, key: value}
-            )
-        _save(model, model_path)
+        manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
+        _set_metadata(model_path, mf.metadata_props(manifest))
         manifest["bytes"]["file"] = mf.folder_bytes(stage)
         manifest["tokenizer"]["sha256"] = mf.sha256_file(stage / "tokenizer.json")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -140,6 +143,13 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
     )
 
 
+def _set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Rewrite the graph's metadata_props; weights in external data are not read or moved."""
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(model, props)
+    onnx.save_model(model, str(path))
+
+
 def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None:
     """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
 
@@ -158,9 +168,8 @@ def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None
             )
 
 
-def _manifest(loaded, adapter, spec, quantize, embedding_info, model, report, tied) -> dict:
+def _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied) -> dict:
     shape = adapter.shape()
-    parts = mf.initializer_bytes(model)
     dense_bytes = shape.vocab_size * shape.hidden_size * 4
     cfg = adapter.config
     tok = loaded.tokenizer

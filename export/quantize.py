@@ -1,13 +1,11 @@
 """`--quantize`: onnxruntime's dynamic int8 quantization.
 
-int8: the transformer MatMuls only (our default for int8).
+int8: the transformer MatMuls only, quantized in the body graph before the embedding and the
+head are attached, so the table keeps its own storage.
 ort-int8: onnxruntime's stock `quantize_dynamic` over the whole file with default settings,
 the baseline a user gets from onnxruntime's own docs (it also quantizes the tied head, which
 then gets dequantized at every forward).
 
-The embedding chain and the LM head are left alone: their weights are the compressed table,
-which has its own int8 storage (see embedding_graph.py), and quantizing the head's Gemm would
-make onnxruntime dequantize the whole table at every forward.
 """
 
 from __future__ import annotations
@@ -18,15 +16,18 @@ import onnx
 
 
 def quantize_body_int8(src: Path, dst: Path) -> None:
+    """Quantize the body graph alone, before the embedding and head are attached.
+
+    Done on the body because quantize_dynamic mishandles an initializer shared by two nodes
+    (the tied table feeds the Gather and the head): it quantizes the head's copy and drops
+    the float table the Gather still reads, whatever nodes_to_exclude says.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src), load_external_data=False)
-    keep = [n.name for n in model.graph.node if n.name.startswith(("embedding/", "lm_head/"))]
     quantize_dynamic(
         str(src),
         str(dst),
         op_types_to_quantize=["MatMul", "Gemm"],
-        nodes_to_exclude=keep,
         weight_type=QuantType.QInt8,
         per_channel=False,
     )

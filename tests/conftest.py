@@ -13,6 +13,10 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"
 TINY_VOCAB = 384
+# At HF's default init (std 0.02) a tiny random model's greedy decoding repeats one token
+# forever, which would let a broken KV cache pass a token-for-token test. std 0.16 gives
+# varied, context-dependent output.
+SHARP_INIT = 0.16
 
 
 def _training_text() -> list[str]:
@@ -53,6 +57,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     if family == "gpt2":
         config = GPT2Config(
+            initializer_range=SHARP_INIT,
             vocab_size=vocab,
             n_embd=64,
             n_layer=2,
@@ -64,6 +69,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
         model = GPT2LMHeadModel(config)
     elif family == "llama":
         config = LlamaConfig(
+            initializer_range=SHARP_INIT,
             vocab_size=vocab,
             hidden_size=64,
             intermediate_size=128,

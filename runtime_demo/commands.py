@@ -1,0 +1,301 @@
+"""Subcommands contributed by this package (see tensorgpt/cli.py): run, eval, bench.
+
+Only argparse at import time: onnxruntime and numpy are imported inside each `run`, so
+`tensorgpt --help` stays fast and a broken runtime install cannot break other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tensorgpt.cli import Command
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from .generate import Generation
+    from .sampling import SamplingConfig
+    from .session import ExportedModel
+
+
+def _add_out_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder written by `tensorgpt export`")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)",
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_out_dir(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="text to continue")
+    source.add_argument(
+        "--prompts", metavar="FILE", help="one prompt per line, run as one left-padded batch"
+    )
+    source.add_argument(
+        "--prompt-ids",
+        metavar="IDS",
+        help="token ids instead of text, comma or space separated (bypasses the tokenizer)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="default: 64")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sample at this temperature (default: greedy; 1.0 if only --top-k/--top-p given)",
+    )
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest")
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="sample from the smallest set with this mass"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    _add_json(parser, "token ids and text per prompt")
+
+
+def _read_prompts(path: str) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()  # a trailing blank line is a file-ending habit, not a prompt
+    if not lines:
+        raise ValueError(f"--prompts {path} has no prompts")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise ValueError(f"--prompts {path}: line {number} is empty")
+    return lines
+
+
+def _parse_ids(text: str) -> list[int]:
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise ValueError("--prompt-ids is empty")
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--prompt-ids must be integers, got {text!r}") from None
+
+
+def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    from .sampling import SamplingConfig
+
+    wants_sampling = any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    temperature = args.temperature if args.temperature is not None else 1.0
+    return SamplingConfig(
+        temperature=temperature if wants_sampling else 0.0,
+        top_k=args.top_k or 0,
+        top_p=1.0 if args.top_p is None else args.top_p,
+        seed=args.seed,
+    )
+
+
+def _prompt_texts(args: argparse.Namespace) -> list[str | None]:
+    """The prompts as text (None for --prompt-ids, which skips the tokenizer)."""
+    if args.prompt_ids is not None:
+        return [None]
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise ValueError("--prompt is empty")
+        return [args.prompt]
+    return list(_read_prompts(args.prompts))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .generate import generate_batch
+    from .session import ExportedModel
+    from .tokenizer import encode, load_tokenizer
+
+    texts = _prompt_texts(args)
+    explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
+    sampling = _sampling_config(args)
+    model = ExportedModel(args.out_dir, threads=args.threads)
+    tokenizer = load_tokenizer(model.folder)
+    if explicit_ids is not None:
+        prompt_ids = [explicit_ids]
+    else:
+        prompt_ids = [encode(tokenizer, text) for text in texts if text is not None]
+
+    if len(prompt_ids) == 1 and not args.json:
+        return _stream(model, tokenizer, prompt_ids[0], args.max_new_tokens, sampling)
+    start = time.perf_counter()
+    results = generate_batch(model, prompt_ids, args.max_new_tokens, sampling)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(_run_report(model, tokenizer, texts, results, args, sampling)))
+        return 0
+    from .tokenizer import decode
+
+    for number, (text, result) in enumerate(zip(texts, results), start=1):
+        print(f"[{number}] {text}")
+        print(decode(tokenizer, result.ids))
+    _print_stats(sum(len(r.ids) for r in results), elapsed, f"{len(results)} prompts")
+    return 0
+
+
+def _stream(
+    model: ExportedModel,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+) -> int:
+    """Print each piece of text as soon as its token is decoded."""
+    from .generate import finish_reason, generate
+    from .tokenizer import StreamDecoder
+
+    start = time.perf_counter()
+    stream = StreamDecoder(tokenizer, prompt_ids)
+    ids: list[int] = []
+    for token in generate(model, prompt_ids, max_new_tokens, sampling):
+        ids.append(token)
+        print(stream.push(token), end="", flush=True)
+    print(stream.flush(), flush=True)
+    reason = finish_reason(ids, max_new_tokens, model.config.eos_token_ids)
+    _print_stats(len(ids), time.perf_counter() - start, reason)
+    return 0
+
+
+def _run_report(
+    model: ExportedModel,
+    tokenizer: Tokenizer,
+    texts: list[str | None],
+    results: list[Generation],
+    args: argparse.Namespace,
+    sampling: SamplingConfig,
+) -> dict:
+    """The --json output: one entry per prompt, in input order (read by the ARM check)."""
+    from .tokenizer import decode
+
+    return {
+        "model": str(model.folder),
+        "max_new_tokens": args.max_new_tokens,
+        "sampling": vars(sampling),
+        "results": [
+            {
+                "prompt": text,
+                "prompt_ids": result.prompt_ids,
+                "ids": result.ids,
+                "text": decode(tokenizer, result.ids),
+                "finish_reason": result.finish_reason,
+            }
+            for text, result in zip(texts, results)
+        ],
+    }
+
+
+def _print_stats(tokens: int, seconds: float, note: str) -> None:
+    rate = tokens / seconds if seconds > 0 else float("inf")
+    print(f"[{tokens} tokens in {seconds:.2f} s, {rate:.1f} tokens/s, {note}]", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- eval
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_out_dir(parser)
+    parser.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text to score")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="tokens per window (default: 512, or the model's context if smaller)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="start a window every STRIDE tokens; only its new tokens are scored "
+        "(default: the window, no overlap)",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="score only the text's first N tokens"
+    )
+    _add_json(parser, "perplexity and token counts")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .perplexity import perplexity
+    from .session import ExportedModel
+    from .tokenizer import encode, load_tokenizer
+
+    text = Path(args.text).read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"--text {args.text} is empty")
+    model = ExportedModel(args.out_dir, threads=args.threads)
+    tokenizer = load_tokenizer(model.folder)
+    # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
+    ids = encode(tokenizer, text, add_special_tokens=False)
+    result = perplexity(model, ids, args.window, args.stride, args.max_tokens, progress=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"perplexity {result['perplexity']:.4f} over {result['scored']} scored tokens "
+            f"({result['tokens']} tokens, {result['windows']} windows of {result['window']}, "
+            f"stride {result['stride']})"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_out_dir(parser)
+    parser.add_argument("--prompt-tokens", type=int, default=128, help="default 128")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="timed steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    _add_json(parser, "the measurements")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    result = bench(
+        args.out_dir,
+        threads=args.threads,
+        prompt_tokens=args.prompt_tokens,
+        decode_tokens=args.decode_tokens,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key, value in result.items():
+        print(f"{key:20s} {value}")
+    return 0
+
+
+COMMANDS = [
+    Command(
+        name="run",
+        help="generate text from an exported folder with onnxruntime (KV cache, streaming)",
+        add_arguments=_add_run_arguments,
+        run=_run,
+    ),
+    Command(
+        name="eval",
+        help="perplexity of a text file with strided sliding windows",
+        add_arguments=_add_eval_arguments,
+        run=_eval,
+    ),
+    Command(
+        name="bench",
+        help="session load time, time to first token, decode latency, peak memory",
+        add_arguments=_add_bench_arguments,
+        run=_bench,
+    ),
+]

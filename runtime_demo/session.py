@@ -1,0 +1,204 @@
+"""`ExportedModel`: one onnxruntime session over an exported folder, checked against the contract.
+
+The graph's input and output names, dtypes and the fixed dimensions (KV heads, head size,
+vocabulary) are compared with the manifest at load, so a mismatched folder fails with one
+clear message instead of an onnxruntime shape error deep inside generation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .manifest import ModelConfig, check_folder, load_manifest
+
+# One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
+KVCache = list[tuple[np.ndarray, np.ndarray]]
+
+_INT64 = "tensor(int64)"
+_FLOAT = "tensor(float)"
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """Options for a latency-oriented single-model session.
+
+    ENABLE_ALL is kept on purpose: it constant-folds initializer-only subgraphs at load, which
+    is how a TT-compressed tied head gets rebuilt once instead of on every forward.
+    """
+    if threads is not None and threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0 = onnxruntime's default), got {threads}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or 0
+    # A decoder is one chain of ops: parallel branches would only add scheduling threads.
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    return options
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ExportedModel:
+    """An exported folder (model.onnx + manifest.json + tokenizer.json) ready to run.
+
+    `manifest` is the raw manifest dict, `config` its typed `config` section.
+    """
+
+    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+        self.folder = check_folder(folder)
+        self.manifest, self.config = load_manifest(self.folder)
+        self.model_path = self.folder / "model.onnx"
+        options = session_options(threads)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's load errors derive from Exception only
+            raise ValueError(
+                f"cannot load {self.model_path} (corrupt or truncated?): {_first_line(exc)}"
+            ) from None
+        self._output_names = ["logits", *present_names(self.config.num_layers)]
+        _check_graph_io(self.session, self.config, self.model_path)
+
+    # Convenience views on the config, used by generation, perplexity and bench.
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_position_embeddings
+
+    def empty_past(self, batch: int) -> KVCache:
+        """A zero-length cache: the first forward runs the whole prompt."""
+        shape = (batch, self.config.num_kv_heads, 0, self.config.head_dim)
+        return [
+            (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+            for _ in range(self.config.num_layers)
+        ]
+
+    def check_token_ids(self, ids: np.ndarray, what: str = "token id") -> None:
+        """Out-of-range ids make Gather read garbage or crash: refuse them up front."""
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ValueError(
+                f"{what} {bad} is out of range for this model (vocab_size {self.config.vocab_size})"
+            )
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: KVCache,
+    ) -> tuple[np.ndarray, KVCache]:
+        """One graph call: logits (batch, seq, vocab) and the grown cache (past + seq)."""
+        input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        position_ids = np.ascontiguousarray(position_ids, dtype=np.int64)
+        _check_shapes(input_ids, attention_mask, position_ids, past, self.config)
+        self.check_token_ids(input_ids)
+        feeds: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
+        for i, (key, value) in enumerate(past):
+            feeds[f"past_key_values.{i}.key"] = key
+            feeds[f"past_key_values.{i}.value"] = value
+        outputs = self.session.run(self._output_names, feeds)
+        present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self.num_layers)]
+        return outputs[0], present
+
+
+def _check_shapes(
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    position_ids: np.ndarray,
+    past: KVCache,
+    config: ModelConfig,
+) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {input_ids.shape}")
+    batch, seq = input_ids.shape
+    if len(past) != config.num_layers:
+        raise ValueError(f"past has {len(past)} layers, the model has {config.num_layers}")
+    past_len = past[0][0].shape[2]
+    if any(k.shape[0] != batch or v.shape[0] != batch for k, v in past):
+        raise ValueError(f"past batch size does not match input_ids batch {batch}")
+    if attention_mask.shape != (batch, past_len + seq):
+        raise ValueError(
+            f"attention_mask must be {(batch, past_len + seq)} (batch, past + seq), "
+            f"got {attention_mask.shape}"
+        )
+    if position_ids.shape != (batch, seq):
+        raise ValueError(f"position_ids must be {(batch, seq)}, got {position_ids.shape}")
+    if past_len + seq > config.max_position_embeddings:
+        raise ValueError(
+            f"{past_len + seq} positions exceed the model's context "
+            f"(max_position_embeddings {config.max_position_embeddings})"
+        )
+
+
+def _check_graph_io(session: ort.InferenceSession, config: ModelConfig, path: Path) -> None:
+    """Compare the graph's inputs/outputs with what the manifest says they must be."""
+    inputs = {arg.name: arg for arg in session.get_inputs()}
+    outputs = {arg.name: arg for arg in session.get_outputs()}
+    want_inputs = {"input_ids": _INT64, "attention_mask": _INT64, "position_ids": _INT64}
+    want_inputs |= dict.fromkeys(past_names(config.num_layers), _FLOAT)
+    want_outputs = {"logits": _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
+    for kind, have, want in (("inputs", inputs, want_inputs), ("outputs", outputs, want_outputs)):
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        if missing or extra:
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing[:4])}" if missing else "",
+                    f"unexpected {', '.join(extra[:4])}" if extra else "",
+                )
+                if part
+            )
+            raise ValueError(
+                f"{path} {kind} do not match the manifest ({config.num_layers} layers): {detail}"
+            )
+        for name, dtype in want.items():
+            if have[name].type != dtype:
+                raise ValueError(f"{path}: {name} is {have[name].type}, expected {dtype}")
+    # Fixed dimensions, where the graph states them (dynamic ones are strings or None).
+    kv_shape = inputs["past_key_values.0.key"].shape
+    expected = {1: config.num_kv_heads, 3: config.head_dim}
+    for axis, value in expected.items():
+        if len(kv_shape) == 4 and isinstance(kv_shape[axis], int) and kv_shape[axis] != value:
+            raise ValueError(
+                f"{path}: past key shape {kv_shape} does not match the manifest "
+                f"(num_kv_heads {config.num_kv_heads}, head_dim {config.head_dim})"
+            )
+    logits_shape = outputs["logits"].shape
+    if (
+        len(logits_shape) == 3
+        and isinstance(logits_shape[2], int)
+        and logits_shape[2] != config.vocab_size
+    ):
+        raise ValueError(
+            f"{path}: logits have {logits_shape[2]} entries, manifest vocab_size is "
+            f"{config.vocab_size}"
+        )
