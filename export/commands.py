@@ -62,9 +62,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize",
         default="none",
-        choices=["none", "int8", "ort-int8"],
+        choices=["none", "int8", "ort-int8", "q4"],
         help="int8: onnxruntime dynamic int8 for the transformer MatMuls and int8 TT cores; "
-        "ort-int8: onnxruntime's stock quantize_dynamic of the whole file (a baseline)",
+        "ort-int8: onnxruntime's stock quantize_dynamic of the whole file (a baseline); "
+        "q4: weights as 4-bit blocks of 32 with fp16 scale and minimum (llama.cpp Q4_1 grid, "
+        "kept exactly for a Q4_1 GGUF source), decoded once at session load",
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")

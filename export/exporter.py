@@ -29,9 +29,10 @@ from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.verify import verify
+from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.models import adapter_for
 
-QUANTIZE = ("none", "int8", "ort-int8")
+QUANTIZE = ("none", "int8", "ort-int8", "q4")
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -83,6 +84,15 @@ def export_model(
         model = load_body(body_path)
         for leftover in stage.iterdir():
             leftover.unlink()
+        weights_report = None
+        if quantize == "q4":
+            decoded, weights_report = quantize_weights_q4(model)
+            # PyTorch runs the same 4-bit weights, so the parity check stays strict
+            load_decoded_into_torch(adapter.decoder_body(), decoded)
+            del decoded
+            log(
+                f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
+            )
         attach_embedding_and_head(model, embedding, untied_head, bias)
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
@@ -106,10 +116,15 @@ def export_model(
         adapter.token_embedding().weight.data = torch.from_numpy(embedding.dense().copy())
         log("verifying against PyTorch")
         report = verify(
-            str(model_path), loaded.model, adapter, loaded.tokenizer, quantized=quantize != "none"
+            str(model_path),
+            loaded.model,
+            adapter,
+            loaded.tokenizer,
+            quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
         )
 
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
+        manifest["weight_quantization"] = weights_report
         _set_metadata(model_path, mf.metadata_props(manifest))
         manifest["bytes"]["file"] = mf.folder_bytes(stage)
         manifest["tokenizer"]["sha256"] = mf.sha256_file(stage / "tokenizer.json")

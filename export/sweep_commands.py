@@ -29,6 +29,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export and report bytes only: no perplexity, no timing (e.g. random weights)",
     )
+    p.add_argument("--title", help="heading of results.md and the plot (default: MODEL)")
     add_measurement_arguments(p)
 
 
@@ -78,7 +79,7 @@ def _write_results(report: dict, out: Path, args: argparse.Namespace) -> None:
     from tensorgpt.runtime_demo.compare import to_markdown
     from tensorgpt.runtime_demo.compare_commands import write_outputs
 
-    title = f"{args.model}: {len(report['rows'])} variants"
+    title = args.title or f"{args.model}: {len(report['rows'])} variants"
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = to_markdown(report, title) + _failures_markdown(report["failed"])
     (out / "results.md").write_text(markdown, encoding="utf-8")

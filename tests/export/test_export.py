@@ -226,3 +226,42 @@ def test_existing_out_dir_needs_force(tiny_gpt2, tmp_path, capsys):
     (out / "x").write_text("x")
     assert cli_main(["export", str(tiny_gpt2), str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_q4_weights_fold_and_match_pytorch(tiny_llama, tmp_path):
+    """4-bit block weights: the file stores codes, not fp32 weights, and still verifies strictly."""
+    manifest = export_model(str(tiny_llama), tmp_path / "q4", quantize="q4", log=lambda _: None)
+    v = manifest["verification"]
+    assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["greedy_match"]
+    report = manifest["weight_quantization"]
+    assert report["weights"] == 2 * 7  # q, k, v, o, gate, up, down per layer
+    model = onnx.load(str(tmp_path / "q4" / "model.onnx"))
+    float_2d = [
+        t.name
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+        and len(t.dims) == 2
+        and not t.name.startswith("embedding")
+    ]
+    assert float_2d == [], float_2d
+    assert any(
+        t.name.endswith(".q4") and t.data_type == onnx.TensorProto.UINT8
+        for t in model.graph.initializer
+    )
+
+
+def test_q4_grid_is_recovered_exactly():
+    """Weights already on a Q4_1 grid (a GGUF source) come back bit for bit."""
+    from tensorgpt.export.weight_blocks import decode_q4_blocks, encode_q4_blocks
+
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.001, 0.05, size=(4, 1, 24)).astype(np.float16).astype(np.float32)
+    m = (-rng.uniform(0, 0.5, size=(4, 1, 24))).astype(np.float16).astype(np.float32)
+    q = rng.integers(0, 16, size=(4, 32, 24)).astype(np.float32)
+    q[:, 0, :], q[:, 1, :] = 0, 15  # as Q4_1 quantization makes them: min and max on the grid
+    on_grid = (q * d + m).reshape(128, 24)
+    back = decode_q4_blocks(*encode_q4_blocks(on_grid))
+    assert np.array_equal(back, on_grid)
+    off_grid = rng.normal(size=(128, 24)).astype(np.float32)
+    err = np.abs(decode_q4_blocks(*encode_q4_blocks(off_grid)) - off_grid).max()
+    assert 0 < err < 0.5

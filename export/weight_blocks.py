@@ -1,0 +1,151 @@
+"""`--quantize q4`: transformer weights stored as 4-bit blocks, decoded once at session load.
+
+Every MatMul/Gemm weight W (K, N) of the body (contraction axis K, a multiple of 32) becomes
+llama.cpp's Q4_1 grid: per block of 32 along K and per output column, an fp16 scale d and an
+fp16 minimum m, and codes q in 0..15, w ~ d * q + m: 5 bits per weight in the file.
+
+The decode is Cast, BitwiseAnd, BitShift, Mul and Add over initializers only, so onnxruntime
+folds it when the session is created: the file is small, the session computes in fp32 at the
+speed of the fp32 file (DequantizeLinear would not fold, and MatMulNBits needs fp32 scales
+and zero points, 6 bits per weight).
+
+When the source is a Q4_1 GGUF file, the dequantized weights already lie on this grid
+(m is the block minimum, d = (max - min) / 15), so the grid is recovered exactly instead of
+re-rounded: lossless against the dequantized weights. Other weights are rounded to nearest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tensorgpt.export.graph_builder import GraphBuilder
+
+BLOCK = 32
+SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
+
+
+def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K, N) float -> packed codes (K/2, N) uint8, scale and minimum (K/32, N) float16."""
+    k, n = w.shape
+    blocks = w.reshape(k // BLOCK, BLOCK, n).astype(np.float32)
+    low, high = blocks.min(axis=1), blocks.max(axis=1)
+    scale = ((high - low) / 15.0).astype(np.float16)
+    minimum = low.astype(np.float16)
+    d = scale.astype(np.float32)[:, None, :]
+    safe = np.where(d == 0, 1.0, d)
+    q = np.clip(np.rint((blocks - minimum.astype(np.float32)[:, None, :]) / safe), 0, 15)
+    q = q.astype(np.uint8).reshape(k, n)
+    return (q[0::2] | (q[1::2] << 4)).astype(np.uint8), scale, minimum
+
+
+def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
+    """The exact arithmetic of the ONNX decode: float(q) * float(d) + float(m)."""
+    k2, n = packed.shape
+    q = np.empty((2 * k2, n), np.float32)
+    q[0::2], q[1::2] = packed & 15, packed >> 4
+    blocks = q.reshape(-1, BLOCK, n) * scale.astype(np.float32)[:, None, :]
+    return (blocks + minimum.astype(np.float32)[:, None, :]).reshape(2 * k2, n)
+
+
+def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int, n: int) -> str:
+    low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
+    high = b.op(
+        "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
+    )
+    axis = b.ints("pair_axis", [1])
+    pairs = b.op(
+        "Concat", [b.op("Unsqueeze", [low, axis]), b.op("Unsqueeze", [high, axis])], axis=1
+    )
+    q = b.op(
+        "Cast", [b.op("Reshape", [pairs, b.ints(f"blocks_{k}x{n}", [k // BLOCK, BLOCK, n])])], to=1
+    )
+    block_axis = b.ints("block_axis", [1])
+    d = b.op("Unsqueeze", [b.op("Cast", [scale], to=1), block_axis])
+    m = b.op("Unsqueeze", [b.op("Cast", [minimum], to=1), block_axis])
+    w = b.op("Add", [b.op("Mul", [q, d]), m])
+    return b.op("Reshape", [w, b.ints(f"weight_{k}x{n}", [k, n])])
+
+
+def weight_key(w: np.ndarray) -> str:
+    """Content hash that finds a graph weight again among the torch parameters."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    return hashlib.sha256(w.tobytes() + str(w.shape).encode()).hexdigest()
+
+
+def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict]:
+    """Rewrite the body's MatMul/Gemm weights in place.
+
+    Returns {weight_key(original (K, N)): decoded (K, N)} so PyTorch can run the same weights,
+    and a report: weights and parameters converted, and how many were already on the grid.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    b = GraphBuilder("q4")
+    decoded: dict[str, np.ndarray] = {}
+    replaced: dict[str, str] = {}
+    report = {"weights": 0, "params": 0, "exact_weights": 0, "max_rel_change": 0.0}
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.name.startswith(SKIP_PREFIXES):
+            continue
+        if node.op_type == "Gemm" and any(
+            a.name in ("transB", "transA") and a.i for a in node.attribute
+        ):
+            continue
+        name = node.input[1]
+        if name in replaced:
+            node.input[1] = replaced[name]
+            continue
+        if name not in inits or len(inits[name].dims) != 2 or inits[name].dims[0] % BLOCK:
+            continue
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        packed, scale, minimum = encode_q4_blocks(w)
+        back = decode_q4_blocks(packed, scale, minimum)
+        k, n = w.shape
+        tag = f"w{len(replaced)}"
+        out = _decode_nodes(
+            b,
+            b.const(f"{tag}.q4", packed),
+            b.const(f"{tag}.scale", scale),
+            b.const(f"{tag}.min", minimum),
+            k,
+            n,
+        )
+        replaced[name] = out
+        node.input[1] = out
+        decoded[weight_key(w)] = back
+        change = float(np.abs(back - w).max() / max(float(np.abs(w).max()), 1e-30))
+        report["weights"] += 1
+        report["params"] += w.size
+        report["exact_weights"] += int(change <= 1e-6)
+        report["max_rel_change"] = max(report["max_rel_change"], change)
+    still_read = {i for node in model.graph.node for i in node.input}
+    keep = [t for t in model.graph.initializer if t.name not in replaced or t.name in still_read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep + b.initializers)
+    # decode nodes first: they only read initializers, so this order is topological
+    body = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(b.nodes + body)
+    return decoded, report
+
+
+def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> int:
+    """Give each torch weight the values the graph now decodes; returns how many matched."""
+    import torch
+
+    matched = 0
+    for param in module.parameters():
+        if param.dim() != 2:
+            continue
+        w = param.detach().float().numpy()
+        if (key := weight_key(w)) in decoded:
+            param.data = torch.from_numpy(decoded[key].copy())
+        elif (key := weight_key(w.T)) in decoded:
+            param.data = torch.from_numpy(np.ascontiguousarray(decoded[key].T))
+        else:
+            continue
+        matched += 1
+    return matched
