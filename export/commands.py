@@ -8,7 +8,7 @@ import json
 from tensorgpt.cli import Command
 
 # Mirrors export.compress.METHODS (not imported here: that module pulls in onnx).
-METHOD_CHOICES = ["none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows"]
+METHOD_CHOICES = ["none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows", "tc"]
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -68,6 +68,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "q4: weights as 4-bit blocks of 32 with fp16 scale and minimum (llama.cpp Q4_1 grid, "
         "kept exactly for a Q4_1 GGUF source), decoded once at session load",
     )
+    p.add_argument(
+        "--bits-per-weight",
+        type=float,
+        help="tc: table budget in bits per entry (default 2.0, i.e. 16x smaller than fp32)",
+    )
+    p.add_argument(
+        "--calib-text",
+        help="tc: calibration text for token counts and loss sensitivity (not the evaluation text)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -82,7 +91,9 @@ def run_export(args: argparse.Namespace) -> int:
         factors=args.factors,
         vocab_factors=args.vocab_factors,
         rel_error=args.rel_error,
-        int8_cores=args.quantize == "int8" and args.method != "none",
+        int8_cores=args.quantize == "int8" and args.method in ("tt", "tt-matrix"),
+        bits_per_weight=args.bits_per_weight,
+        calib_text=args.calib_text,
     )
     if args.vocab_factors and args.method != "tt-matrix":
         raise ValueError("--vocab-factors needs --method tt-matrix")

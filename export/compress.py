@@ -20,7 +20,9 @@ from tensorgpt.export.embedding_graph import (
 )
 
 # tt, tt-matrix: the TT formats. svd, int8-rows, int4-rows: the baselines users would pick.
-METHODS = ("none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows")
+# tc: transform coding (frequency classes, loss-sensitivity whitening, water-filled bits).
+METHODS = ("none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows", "tc")
+TC_DEFAULT_BITS = 2.0  # 16x smaller than fp32: lossless on SmolLM2 (docs/quality_notes.md)
 SVD_DEFAULT_RANK = 64
 
 
@@ -32,6 +34,8 @@ class CompressionSpec:
     vocab_factors: tuple[int, ...] | None = None  # tt-matrix only
     rel_error: float | None = None  # error-bounded truncation instead of a rank cap
     int8_cores: bool = False  # store TT cores as int8 + fp16 scales
+    bits_per_weight: float | None = None  # tc: the byte budget, in bits per table entry
+    calib_text: str | None = None  # tc: calibration text (never the evaluation text)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -50,6 +54,19 @@ class CompressionSpec:
             )
         if self.method == "svd" and (self.factors or self.rel_error):
             raise ValueError("--method svd takes --rank only")
+        if self.method == "tc":
+            if self.rank or self.factors or self.rel_error:
+                raise ValueError("--method tc takes --bits-per-weight and --calib-text")
+            if not self.calib_text:
+                raise ValueError(
+                    "--method tc needs --calib-text FILE (text other than the evaluation text)"
+                )
+            if self.bits_per_weight is not None and not 0 < self.bits_per_weight <= 16:
+                raise ValueError(
+                    f"--bits-per-weight must be in (0, 16], got {self.bits_per_weight}"
+                )
+        elif self.bits_per_weight is not None or self.calib_text:
+            raise ValueError("--bits-per-weight and --calib-text need --method tc")
 
     def options(self) -> dict:
         return {
@@ -59,8 +76,13 @@ class CompressionSpec:
         }
 
 
-def compress_embedding(table: np.ndarray, spec: CompressionSpec) -> tuple[EmbeddingGraph, dict]:
-    """The embedding graph for `spec` and a report (ranks, params, reconstruction metrics)."""
+def compress_embedding(
+    table: np.ndarray, spec: CompressionSpec, model=None, tokenizer=None
+) -> tuple[EmbeddingGraph, dict]:
+    """The embedding graph for `spec` and a report (ranks, params, reconstruction metrics).
+
+    model, tokenizer: needed by `tc` only, for its calibration statistics.
+    """
     spec.validate()
     table = np.asarray(table, dtype=np.float32)
     if spec.method == "none":
@@ -72,6 +94,8 @@ def compress_embedding(table: np.ndarray, spec: CompressionSpec) -> tuple[Embedd
     elif spec.method in ("int8-rows", "int4-rows"):
         graph = RowQuantizedEmbedding(table, bits=8 if spec.method == "int8-rows" else 4)
         info = {"bits": graph.bits}
+    elif spec.method == "tc":
+        graph, info = _transform_code(table, spec, model, tokenizer)
     elif spec.method == "tt":
         from tensorgpt.tt_ops.per_token import decompose_per_token
 
@@ -102,3 +126,28 @@ def compress_embedding(table: np.ndarray, spec: CompressionSpec) -> tuple[Embedd
 
     info["reconstruction"] = {k: float(v) for k, v in table_metrics(table, graph.dense()).items()}
     return graph, info
+
+
+def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[EmbeddingGraph, dict]:
+    from tensorgpt.export.calibration import compute_stats, read_text, sensitivity_metric
+    from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
+    from tensorgpt.tt_ops.transform_code import fit_transform_code
+
+    if model is None or tokenizer is None:
+        raise ValueError("--method tc needs the model and tokenizer for calibration")
+    stats = compute_stats(model, tokenizer, read_text(spec.calib_text))
+    bits = spec.bits_per_weight or TC_DEFAULT_BITS
+    code = fit_transform_code(
+        table,
+        bits_per_weight=bits,
+        token_counts=stats["counts"],
+        sensitivity=sensitivity_metric(stats),
+    )
+    info = {
+        "bits_per_weight": round(code.bits_per_weight(), 4),
+        "classes": code.n_classes,
+        "calibration_tokens": int(stats["n_tokens"]),
+        "calibration_text": str(spec.calib_text),
+        "unseen_tokens": int((stats["counts"] == 0).sum()),
+    }
+    return TransformCodedEmbedding(code), info

@@ -67,7 +67,7 @@ def export_model(
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
-    embedding, embedding_info = compress_embedding(table, spec)
+    embedding, embedding_info = compress_embedding(table, spec, loaded.model, loaded.tokenizer)
     log(f"embedding: method {spec.method}, {embedding_info.get('ranks', 'dense')}")
     tied = adapter.head_is_tied()
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()

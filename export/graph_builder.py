@@ -19,7 +19,7 @@ class GraphBuilder:
 
     def const(self, name: str, value: np.ndarray) -> str:
         """An initializer; asking twice for the same name and value returns the same tensor."""
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value, order="C")  # (ascontiguousarray would turn a scalar into 1-D)
         full, n = f"{self.prefix}.{name}", 1
         while full in self._consts:
             old = self._consts[full]

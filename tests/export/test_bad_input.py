@@ -134,3 +134,20 @@ def test_cli_offers_every_method():
     from tensorgpt.export.compress import METHODS
 
     assert METHOD_CHOICES == list(METHODS)
+
+
+def test_tc_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
+    code, err = _run([str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc"], capsys)
+    _assert_one_line_error(code, err, "--calib-text")
+    code, err = _run(
+        [
+            str(tiny_gpt2),
+            str(tmp_path / "out"),
+            "--method",
+            "tc",
+            "--calib-text",
+            str(tmp_path / "nope.txt"),
+        ],
+        capsys,
+    )
+    _assert_one_line_error(code, err, "not found")

@@ -265,3 +265,25 @@ def test_q4_grid_is_recovered_exactly():
     off_grid = rng.normal(size=(128, 24)).astype(np.float32)
     err = np.abs(decode_q4_blocks(*encode_q4_blocks(off_grid)) - off_grid).max()
     assert 0 < err < 0.5
+
+
+def test_transform_coded_table_verifies(tiny_llama, tmp_path):
+    """tc: calibration on a text, a coded table decoded in the graph, strict parity."""
+    from tests.conftest import SHARED_DATA
+
+    calib = SHARED_DATA / "valid.txt"
+    if not calib.is_file():
+        calib = tmp_path / "calib.txt"
+        calib.write_text("The quick brown fox jumps over the lazy dog. " * 400)
+    spec = CompressionSpec(method="tc", bits_per_weight=3.0, calib_text=str(calib))
+    manifest = export_model(str(tiny_llama), tmp_path / "tc", spec, log=lambda _: None)
+    v = manifest["verification"]
+    assert v["passed"] and v["greedy_match"] and v["max_abs_logit_diff"] <= 1e-3
+    assert manifest["bytes"]["embedding"] < manifest["bytes"]["embedding_dense_fp32"] / 4
+    assert manifest["embedding_info"]["classes"] >= 2
+    dense = [
+        s
+        for s in _float_initializer_shapes(tmp_path / "tc" / "model.onnx")
+        if sorted(s) == [64, 384]
+    ]
+    assert dense == []

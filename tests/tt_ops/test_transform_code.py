@@ -1,0 +1,150 @@
+"""Transform-coded embedding tables (tt_ops/transform_code.py): small random tables, fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorgpt.tt_ops.transform_code import (
+    fit_transform_code,
+    load_transform_code,
+    pack_bits,
+    unpack_bits,
+)
+
+V, D = 1500, 48
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(1)
+    scales = np.linspace(2.0, 0.05, D)
+    return (rng.standard_normal((V, D)) * scales + 0.3).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def counts():
+    rng = np.random.default_rng(2)
+    c = rng.zipf(1.4, V).astype(np.float64)
+    c[rng.random(V) < 0.25] = 0  # unseen tokens
+    return c
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_decode_shape_dtype_and_rows(table, counts):
+    enc = fit_transform_code(table, bits_per_weight=2.0, token_counts=counts)
+    x = enc.decode()
+    assert x.shape == (V, D) and x.dtype == np.float32
+    rows = np.array([0, 7, V - 1, 7])
+    np.testing.assert_allclose(enc.decode(rows=rows), x[rows], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        enc.decode(rows=[V])
+
+
+@pytest.mark.parametrize("bpw", [0.75, 1.5, 3.0])
+def test_budget_respected_and_bytes_accounted(table, counts, bpw):
+    enc = fit_transform_code(table, bits_per_weight=bpw, token_counts=counts)
+    budget = int(bpw * V * D / 8)
+    assert enc.nbytes() <= budget
+    assert enc.nbytes() >= 0.8 * budget  # the budget is actually used
+    # nbytes == the bytes of the storage arrays (class ids packed 4 bits)
+    assert enc.nbytes() == sum(a.nbytes for a in enc.arrays().values())
+    assert enc.ratio() == pytest.approx(table.nbytes / enc.nbytes())
+
+
+def test_byte_budget_argument(table):
+    enc = fit_transform_code(table, byte_budget=20_000)
+    assert enc.nbytes() <= 20_000
+
+
+def test_packing_roundtrip():
+    rng = np.random.default_rng(0)
+    for w in (1, 2, 4, 8):
+        v = rng.integers(0, 1 << w, size=37).astype(np.uint8)
+        p = pack_bits(v, w)
+        assert p.nbytes == -(-37 * w // 8)
+        np.testing.assert_array_equal(unpack_bits(p, w, 37), v)
+
+
+def test_deterministic_with_seed(table, counts):
+    a = fit_transform_code(table, bits_per_weight=1.5, token_counts=counts, seed=3).decode()
+    b = fit_transform_code(table, bits_per_weight=1.5, token_counts=counts, seed=3).decode()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unseen_tokens_get_floor_allocation(table, counts):
+    enc = fit_transform_code(table, bits_per_weight=1.0, token_counts=counts, floor_bits=0.25)
+    unseen = np.flatnonzero(counts == 0)
+    floor_cls = set(enc.class_ids[unseen].tolist())
+    assert len(floor_cls) == 1  # one floor class holding exactly the unseen rows
+    (fc,) = floor_cls
+    assert np.array_equal(np.flatnonzero(enc.class_ids == fc), unseen)
+    floor_bits = enc.meta["class_bits_per_weight"][fc]
+    assert floor_bits >= 0.25 - 1e-9
+    x = enc.decode()
+    # the unseen rows are coded, not just replaced by their mean
+    assert rel(x[unseen], table[unseen]) < 0.95
+    # and frequent rows are coded better than unseen ones
+    top = np.argsort(-counts)[:64]
+    assert rel(x[top], table[top]) < rel(x[unseen], table[unseen])
+
+
+def test_error_decreases_with_budget(table, counts):
+    errs = [
+        rel(fit_transform_code(table, bits_per_weight=b, token_counts=counts).decode(), table)
+        for b in (0.5, 1.0, 2.0, 4.0)
+    ]
+    assert all(e1 > e2 for e1, e2 in zip(errs, errs[1:], strict=False)), errs
+    assert errs[-1] < 0.25
+
+
+def test_sensitivity_metric_shifts_error(table):
+    # a metric that weights the last axis heavily: its error must drop
+    m = np.eye(D)
+    m[-1, -1] = 1e4
+    plain = fit_transform_code(table, bits_per_weight=1.0).decode()
+    sens = fit_transform_code(table, bits_per_weight=1.0, sensitivity=m).decode()
+    e_plain = np.abs(plain[:, -1] - table[:, -1]).mean()
+    e_sens = np.abs(sens[:, -1] - table[:, -1]).mean()
+    assert e_sens < e_plain
+
+
+def test_row_gain_and_save_load(table, counts, tmp_path):
+    enc = fit_transform_code(table, bits_per_weight=1.5, token_counts=counts, row_scale=True)
+    assert enc.row_gain is not None and enc.nbytes() <= int(1.5 * V * D / 8)
+    enc.save(tmp_path / "t.npz")
+    back = load_transform_code(tmp_path / "t.npz")
+    np.testing.assert_array_equal(back.decode(), enc.decode())
+    assert back.nbytes() == enc.nbytes()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"bits_per_weight": 0}, "bits_per_weight"),
+        ({"bits_per_weight": float("nan")}, "bits_per_weight"),
+        ({}, "bits_per_weight"),
+        ({"bits_per_weight": 1, "byte_budget": 10}, "byte_budget"),
+        ({"byte_budget": -5}, "byte_budget"),
+        ({"byte_budget": 100}, "byte_budget"),  # too small for the side information
+        ({"bits_per_weight": 1, "token_counts": np.ones(3)}, "token_counts"),
+        ({"bits_per_weight": 1, "token_counts": -np.ones(V)}, "token_counts"),
+        ({"bits_per_weight": 1, "sensitivity": np.eye(3)}, "sensitivity"),
+        ({"bits_per_weight": 1, "floor_bits": -1}, "floor_bits"),
+        ({"bits_per_weight": 1, "basis_bits": 4}, "basis_bits"),
+        ({"bits_per_weight": 1, "class_scale": [-1.0]}, "class_scale"),
+        ({"bits_per_weight": 1, "max_bits": 9}, "max_bits"),
+    ],
+)
+def test_bad_input_raises_value_error(table, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        fit_transform_code(table, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.full((4, 3), np.nan), np.zeros((4, 3), int)])
+def test_bad_table_raises(bad):
+    with pytest.raises(ValueError, match="table"):
+        fit_transform_code(bad, bits_per_weight=1)
