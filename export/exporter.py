@@ -68,7 +68,8 @@ def export_model(
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
     embedding, embedding_info = compress_embedding(table, spec, loaded.model, loaded.tokenizer)
-    log(f"embedding: method {spec.method}, {embedding_info.get('ranks', 'dense')}")
+    details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
+    log(f"embedding: method {spec.method} {details or ''}")
     tied = adapter.head_is_tied()
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
     bias = adapter.head_bias()

@@ -283,7 +283,7 @@ def run_sweep(
                 result.built.append(variant.name)
                 log(f"[sweep] built {variant.name}")
             result.folders.append(folder)
-            following = next_to_build(index + 1)
+            following = next_to_build(index + 1) if running is None else None
             if following is not None and measure is not None:
                 log(f"[sweep] exporting {following.name} (beside the measurement)")
                 running = start_build(model, out, following)

@@ -132,6 +132,25 @@ def test_sweep_resumes_without_rebuilding_finished_variants(
     assert not (swept / ".int8-rows.tmp-killed").exists()
 
 
+def test_each_missing_variant_is_exported_once(
+    tiny_llama: Path, swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A done variant between two missing ones must not start the second build twice."""
+    out = tmp_path / "out"
+    shutil.copytree(swept / "none", out / "none")
+    copy = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])"
+    built: list[str] = []
+
+    def fake_export(model: str, folder: Path, args: list[str]) -> list[str]:
+        built.append(folder.name)
+        return [sys.executable, "-c", copy, str(swept / "int8-rows"), str(folder)]
+
+    monkeypatch.setattr(sweep, "export_command", fake_export)
+    grid = [Variant("a", ()), Variant("none", ()), Variant("b", ())]
+    result = run_sweep(str(tiny_llama), out, grid, measure=lambda _f: None, log=lambda _m: None)
+    assert built == ["a", "b"] and result.built == ["a", "b"] and result.skipped == ["none"]
+
+
 def test_a_failing_variant_does_not_stop_the_sweep(tiny_llama: Path, swept: Path) -> None:
     bad = Variant("bad-rank", ("--method", "svd", "--rank", "0"))
     result = run_sweep(str(tiny_llama), swept, [bad, Variant("none", ())], log=lambda _m: None)

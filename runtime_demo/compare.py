@@ -1,0 +1,543 @@
+"""Exported folders side by side: bytes, table errors, perplexity and decode speed.
+
+Facts about bytes and reconstruction errors come from each folder's manifest.json; perplexity
+(runtime_demo.perplexity) and decode latency (runtime_demo.bench) are measured here, with
+onnxruntime only (no torch: this module runs on the device).
+
+Perplexity is the slow part (minutes per SmolLM2-size variant), so it is cached in the folder
+(`.tensorgpt-measurements.json`), keyed by model.onnx's size and mtime and by the text options;
+re-running a comparison only re-measures speed. Speed is never taken from the cache: decode
+latencies only compare when all variants are timed in the same run, on the same machine load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .manifest import load_manifest
+
+CACHE_NAME = ".tensorgpt-measurements.json"
+CACHE_VERSION = 1
+# Perplexity changes within this many percent are reported as "keeps quality".
+KEEPS_QUALITY_PCT = 1.0
+SMALL_LOSS_PCT = 10.0
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """What perplexity is measured on: the same for every variant of one comparison."""
+
+    path: str
+    max_tokens: int | None = None
+    window: int | None = None
+    stride: int | None = None
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Batch-1 greedy decoding from a random prompt (runtime_demo.bench)."""
+
+    threads: int | None = None
+    prompt_tokens: int = 32
+    decode_tokens: int = 32
+    repeats: int = 2
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------- reading folders
+
+
+def read_export(folder: str | Path) -> dict[str, Any]:
+    """The folder's manifest; a one-line ValueError if the folder is not a tensorgpt export."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a folder (pass export OUT_DIRs to compare)")
+    if not (path / "manifest.json").is_file():
+        raise ValueError(f"{path} has no manifest.json: not a folder written by tensorgpt export")
+    manifest, _config = load_manifest(path)  # checks "format" and the config keys
+    if not (path / "model.onnx").is_file():
+        raise ValueError(f"{path} has no model.onnx: not a complete export")
+    return manifest
+
+
+def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[dict]) -> None:
+    """Perplexities over different tokenizations are not comparable: refuse to mix them."""
+    shas = {str(f): (m.get("tokenizer") or {}).get("sha256") for f, m in zip(folders, manifests)}
+    if len(set(shas.values())) > 1:
+        first, *_ = shas.items()
+        other = next((f, s) for f, s in shas.items() if s != first[1])
+        raise ValueError(
+            f"mixed tokenizers: {first[0]} and {other[0]} have different tokenizer.json "
+            "(sha256 differ), so their perplexities are not comparable"
+        )
+
+
+def variant_names(folders: Sequence[Path]) -> list[str]:
+    """Folder base names, or the paths as given where two base names collide."""
+    names = [f.name or str(f) for f in folders]
+    return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
+
+
+def is_uncompressed(manifest: dict) -> bool:
+    return manifest.get("method") == "none" and (manifest.get("quantize") or "none") == "none"
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+def file_key(folder: Path) -> dict[str, list[int]]:
+    """size and mtime of the weights: cheap to read, changes whenever the export is redone."""
+    key = {}
+    for name in ("model.onnx", "model.onnx.data"):
+        path = folder / name
+        if path.exists():
+            st = path.stat()
+            key[name] = [st.st_size, st.st_mtime_ns]
+    return key
+
+
+def _load_cache(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / CACHE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _store_cache(folder: Path, key: str, value: dict, log: Log) -> None:
+    entries = _load_cache(folder)
+    entries[key] = value
+    tmp = folder / f"{CACHE_NAME}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1))
+        os.replace(tmp, folder / CACHE_NAME)  # atomic: an interrupted write keeps the old cache
+    except OSError as exc:  # a read-only folder still compares, it just re-measures next time
+        log(f"cannot cache measurements in {folder}: {exc}")
+        tmp.unlink(missing_ok=True)
+
+
+def sha256_text_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
+    return json.dumps(
+        {
+            "kind": "perplexity",
+            "files": file_key(folder),
+            "text_sha256": text_sha,
+            "max_tokens": text.max_tokens,
+            "window": text.window,
+            "stride": text.stride,
+        },
+        sort_keys=True,
+    )
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+def read_text(path: str | Path) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read --text {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--text {path} is not UTF-8 text") from None
+    if not text.strip():
+        raise ValueError(f"--text {path} is empty")
+    return text
+
+
+def measure_perplexity(
+    folder: str | Path,
+    text: TextOptions,
+    threads: int | None = None,
+    use_cache: bool = True,
+    log: Log = _quiet,
+) -> dict[str, Any]:
+    """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
+    from .perplexity import perplexity
+    from .session import ExportedModel
+    from .tokenizer import encode, load_tokenizer
+
+    folder = Path(folder)
+    text_sha = sha256_text_file(text.path)
+    key = _perplexity_key(folder, text, text_sha)
+    if use_cache and key in (cached := _load_cache(folder)):
+        return {**cached[key], "cached": True}
+    model = ExportedModel(folder, threads=threads)
+    # No BOS, as `tensorgpt eval` does: the windows score the text itself.
+    ids = encode(load_tokenizer(folder), read_text(text.path), add_special_tokens=False)
+    log(f"perplexity of {folder.name} ...")
+    try:
+        result = perplexity(model, ids, text.window, text.stride, text.max_tokens)
+    except OverflowError:  # exp(mean NLL) past float range: the model is broken, say so
+        result = {"perplexity": math.inf}
+    del model  # free the session before the caller loads the next one
+    result = {**result, "text_sha256": text_sha}
+    _store_cache(folder, key, result, log)
+    return {**result, "cached": False}
+
+
+def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
+    """Batch-1 decode latency (median ms per new token) and session load time."""
+    from .bench import bench
+
+    result = bench(
+        folder,
+        threads=speed.threads,
+        prompt_tokens=speed.prompt_tokens,
+        decode_tokens=speed.decode_tokens,
+        repeats=speed.repeats,
+    )
+    return {k: result[k] for k in ("decode_ms_median", "decode_ms_p90", "load_s", "ttft_ms")}
+
+
+# ---------------------------------------------------------------------------- the comparison
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (both minimised).
+
+    A point is dominated when another is <= on both coordinates and < on at least one;
+    identical points do not dominate each other, so both stay on the front.
+    """
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (ox <= x and oy <= y) and (ox < x or oy < y)
+            for j, (ox, oy) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def folder_file_bytes(folder: Path) -> int:
+    """What the user copies to the device: model.onnx plus its external data, if any."""
+    return sum(
+        (folder / n).stat().st_size
+        for n in ("model.onnx", "model.onnx.data")
+        if (folder / n).exists()
+    )
+
+
+def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
+    b = manifest.get("bytes") or {}
+    rec = manifest.get("reconstruction") or {}
+    verification = manifest.get("verification") or {}
+    return {
+        "name": name,
+        "folder": str(folder),
+        "method": manifest.get("method"),
+        "quantize": manifest.get("quantize") or "none",
+        "method_options": {
+            k: v
+            for k, v in (manifest.get("method_options") or {}).items()
+            if v not in (None, False)
+        },
+        "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
+        "file_bytes": folder_file_bytes(folder),
+        "embedding_bytes": b.get("embedding"),
+        "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
+        "file_ratio": None,
+        "mae": rec.get("mae"),
+        "norm_mae": rec.get("norm_mae"),
+        "rel_error": rec.get("rel_fro"),
+        "verified": verification.get("passed"),
+        "perplexity": None,
+        "ppl_change_pct": None,
+        "decode_ms": None,
+        "load_s": None,
+        "pareto": None,
+    }
+
+
+def compare(
+    folders: Sequence[str | Path],
+    text: TextOptions | None = None,
+    speed: SpeedOptions | None = SpeedOptions(),
+    use_cache: bool = True,
+    log: Log = _quiet,
+) -> dict[str, Any]:
+    """One row per folder (see `_row`), with ratios against the uncompressed folder if given.
+
+    text=None skips perplexity, speed=None skips timing (a sizes-only comparison).
+    """
+    if not folders:
+        raise ValueError("give at least one exported folder")
+    paths = [Path(f) for f in folders]
+    manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
+    check_same_tokenizer(paths, manifests)
+    if text is not None:
+        read_text(text.path)
+    rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
+    base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
+
+    if text is not None:
+        for row in rows:
+            threads = speed.threads if speed else None
+            result = measure_perplexity(row["folder"], text, threads, use_cache, log)
+            row["perplexity"] = result["perplexity"]
+            row["tokens_scored"] = result.get("scored")
+            log(
+                f"{row['name']}: perplexity {row['perplexity']:.4g}"
+                + " (cached)" * result["cached"]
+            )
+    machine = None
+    if speed is not None:
+        # Shared machines: the load when timing started says how much to trust the latencies.
+        machine = {"cpus": os.cpu_count(), "load_average_1min": _load_average()}
+        # All variants timed here, one after another, so their latencies are comparable.
+        for row in rows:
+            timing = measure_speed(row["folder"], speed)
+            row["decode_ms"], row["load_s"] = timing["decode_ms_median"], timing["load_s"]
+            log(f"{row['name']}: {row['decode_ms']:.1f} ms/token")
+
+    _fill_relative(rows, base)
+    measured = [r for r in rows if r["perplexity"] is not None]
+    for i in pareto_front([(r["file_bytes"], r["perplexity"]) for r in measured]):
+        measured[i]["pareto"] = True
+    for r in measured:
+        r["pareto"] = bool(r["pareto"])
+    return {
+        "baseline": base["name"] if base else None,
+        "text": None if text is None else {**asdict(text), "sha256": sha256_text_file(text.path)},
+        "speed": None if speed is None else {**asdict(speed), **machine},
+        "rows": rows,
+    }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on Windows
+        return None
+
+
+def _fill_relative(rows: list[dict], base: dict | None) -> None:
+    if base is None:
+        return
+    for row in rows:
+        row["file_ratio"] = base["file_bytes"] / row["file_bytes"]
+        if row["perplexity"] is not None and base["perplexity"] is not None:
+            row["ppl_change_pct"] = 100.0 * (row["perplexity"] / base["perplexity"] - 1.0)
+
+
+# ---------------------------------------------------------------------------- formatting
+
+COLUMNS = (
+    # (header, row -> text); MB are 10^6 bytes, as `ls -l --si` and the manifest summary show
+    ("variant", lambda r: r["name"]),
+    ("method", lambda r: _method_label(r)),
+    ("quantize", lambda r: r["quantize"]),
+    ("file MB", lambda r: f"{r['file_bytes'] / 1e6:.1f}"),
+    ("file x", lambda r: _fmt(r["file_ratio"], "{:.2f}x")),
+    ("emb MB", lambda r: _fmt(_mb(r["embedding_bytes"]), "{:.2f}")),
+    ("emb x", lambda r: _fmt(r["embedding_ratio"], "{:.2f}x")),
+    ("MAE", lambda r: _fmt(r["mae"], "{:.2e}")),
+    ("norm-MAE", lambda r: _fmt(r["norm_mae"], "{:.2e}")),
+    ("rel err", lambda r: _fmt(r["rel_error"], "{:.3f}")),
+    ("ppl", lambda r: _fmt_ppl(r["perplexity"])),
+    ("ppl change", lambda r: _fmt_pct(r["ppl_change_pct"])),
+    (
+        "ms/token",
+        lambda r: _fmt(r["decode_ms"], "{:.1f}" if (r["decode_ms"] or 0) >= 10 else "{:.2f}"),
+    ),
+    ("front", lambda r: {True: "yes", False: "", None: "-"}[r["pareto"]]),
+)
+
+
+def _method_label(row: dict) -> str:
+    rank = row["method_options"].get("rank")
+    return row["method"] + (f" r{rank}" if rank is not None else "")
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else value / 1e6
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def _fmt_ppl(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 1000 else f"{value:.3g}"
+
+
+def _fmt_pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}%" if abs(value) < 1e4 else f"{value:+.2g}%"
+
+
+def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
+    columns = [c for c in COLUMNS if _column_has_data(c[0], report)]
+    return [h for h, _ in columns], [[f(r) for _, f in columns] for r in report["rows"]]
+
+
+def _column_has_data(header: str, report: dict) -> bool:
+    """Leave out what was not measured (sizes-only, no timing) instead of columns of dashes."""
+    if header in ("ppl", "ppl change", "front"):
+        return report["text"] is not None
+    if header == "ms/token":
+        return report["speed"] is not None
+    if header in ("file x",):
+        return report["baseline"] is not None
+    return True
+
+
+def format_table(report: dict) -> str:
+    """A fixed-width table for the terminal."""
+    headers, body = _cells(report)
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
+    left = {"variant", "method", "quantize", "front"}
+    lines = []
+    for cells in (headers, *body):
+        lines.append(
+            "  ".join(
+                c.ljust(w) if h in left else c.rjust(w) for c, w, h in zip(cells, widths, headers)
+            ).rstrip()
+        )
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(report: dict) -> str:
+    headers, body = _cells(report)
+    right = {"variant", "method", "quantize", "front"}
+    align = ["---" if h in right else "---:" for h in headers]
+    rows = [headers, align, *body]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+
+
+def describe_setup(report: dict) -> list[str]:
+    """What was measured and how, one line per kind, so the table can be reproduced."""
+    lines = []
+    text = report["text"]
+    if text is not None:
+        scored = next(
+            (r.get("tokens_scored") for r in report["rows"] if r.get("tokens_scored")), None
+        )
+        lines.append(
+            f"Perplexity: `{Path(text['path']).name}` (sha256 {text['sha256'][:12]}), "
+            f"first {text['max_tokens'] or 'all'} tokens, window {text['window'] or 'default'}, "
+            f"stride {text['stride'] or '= window'}, no BOS"
+            + (f", {scored} scored tokens" if scored else "")
+            + " (runtime_demo.perplexity)."
+        )
+    speed = report["speed"]
+    if speed is not None:
+        lines.append(
+            f"ms/token: batch 1, median over {speed['repeats']} x {speed['decode_tokens']} "
+            f"greedy decode steps after a {speed['prompt_tokens']}-token prompt, onnxruntime "
+            f"CPU, {speed['threads'] or 'default'} threads; all variants timed in the same "
+            "run, one after another"
+            + (
+                f" (machine: {speed['cpus']} cores, 1-min load average "
+                f"{speed['load_average_1min']} when timing started)."
+                if speed.get("load_average_1min") is not None
+                else "."
+            )
+        )
+    lines.append(
+        "Sizes: model.onnx bytes (MB = 10^6 bytes). `emb x`: dense fp32 table bytes / stored "
+        "embedding bytes. MAE, norm-MAE (MAE / value range), rel err (relative Frobenius): "
+        "the decoded table against the original."
+    )
+    if report["baseline"]:
+        if report["text"] is None:
+            lines.append(f"`file x` is against `{report['baseline']}` (uncompressed fp32).")
+        else:
+            lines.append(
+                f"`file x` and `ppl change` are against `{report['baseline']}` (uncompressed "
+                "fp32); `front`: on the size/perplexity Pareto front (no other variant is both "
+                "smaller and better)."
+            )
+    return lines
+
+
+def quality_summary(report: dict) -> list[str]:
+    """Plain sentences, from the numbers, saying which variants lose quality and by how much."""
+    rows = [r for r in report["rows"] if r["ppl_change_pct"] is not None]
+    base = next((r for r in report["rows"] if r["name"] == report["baseline"]), None)
+    if base is None or base["perplexity"] is None:
+        return []
+    lines = [
+        f"Uncompressed (`{base['name']}`): perplexity {_fmt_ppl(base['perplexity'])}. "
+        "Below: perplexity (change; embedding table and file size against it)."
+    ]
+    others = sorted((r for r in rows if r is not base), key=lambda r: r["ppl_change_pct"])
+    groups = (
+        ("Lower perplexity than uncompressed", lambda p: p < -KEEPS_QUALITY_PCT),
+        (f"Keep quality (within {KEEPS_QUALITY_PCT:g}%)", lambda p: abs(p) <= KEEPS_QUALITY_PCT),
+        (
+            f"Lose a little ({KEEPS_QUALITY_PCT:g}-{SMALL_LOSS_PCT:g}% higher perplexity)",
+            lambda p: KEEPS_QUALITY_PCT < p <= SMALL_LOSS_PCT,
+        ),
+        (
+            f"Lose quality ({SMALL_LOSS_PCT:g}% higher perplexity up to 2x)",
+            lambda p: SMALL_LOSS_PCT < p <= 100.0,
+        ),
+        ("Break the model (perplexity more than doubles)", lambda p: p > 100.0),
+    )
+    for title, test in groups:
+        members = [r for r in others if test(r["ppl_change_pct"])]
+        if members:
+            lines.append(f"{title}: " + "; ".join(_summary_item(r) for r in members) + ".")
+    front = [r["name"] for r in report["rows"] if r["pareto"]]
+    if front:
+        lines.append(
+            "Pareto front (size vs perplexity): " + ", ".join(f"`{n}`" for n in front) + "."
+        )
+    return lines
+
+
+def _summary_item(row: dict) -> str:
+    change = row["ppl_change_pct"]
+    # Past doubling a factor reads better than "+1.3e+07%".
+    change_text = _fmt_pct(change) if change <= 100.0 else f"{1 + change / 100:.3g}x"
+    parts = [change_text]
+    if row["embedding_ratio"] is not None:
+        parts.append(f"table {_times(row['embedding_ratio'])}")
+    size = f"file {row['file_bytes'] / 1e6:.3g} MB"
+    if row["file_ratio"] is not None:
+        size += f", {_times(row['file_ratio'])}"
+    parts.append(size)
+    return f"`{row['name']}` {_fmt_ppl(row['perplexity'])} ({'; '.join(parts)})"
+
+
+def _times(ratio: float) -> str:
+    """A size ratio (old / new) in words: 0.56 is "1.79x larger", not "0.56x smaller"."""
+    if round(ratio, 2) == 1.0:
+        return "same size"
+    return f"{ratio:.2f}x smaller" if ratio > 1 else f"{1 / ratio:.2f}x larger"
+
+
+def to_markdown(report: dict, title: str | None = None) -> str:
+    lines = [f"## {title}", ""] if title else []
+    lines += [f"- {line}" for line in describe_setup(report)]
+    lines += ["", markdown_table(report), ""]
+    summary = quality_summary(report)
+    if summary:
+        lines += [f"- {s}" for s in summary] + [""]
+    return "\n".join(lines)

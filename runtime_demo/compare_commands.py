@@ -1,0 +1,105 @@
+"""`tensorgpt compare DIR...`: exported folders side by side (runtime_demo/compare.py).
+
+Only argparse at import time, like runtime_demo/commands.py: onnxruntime is imported when the
+command runs, matplotlib only for --plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tensorgpt.cli import Command
+
+
+def add_measurement_arguments(p: argparse.ArgumentParser, text_required: bool = False) -> None:
+    """Text, speed and output options shared by `compare` and `sweep`."""
+    p.add_argument(
+        "--text",
+        metavar="FILE",
+        required=text_required,
+        help="UTF-8 text for perplexity (without it: sizes and speed only)",
+    )
+    p.add_argument("--max-tokens", type=int, help="score only the text's first N tokens")
+    p.add_argument("--window", type=int, help="tokens per perplexity window (default 512)")
+    p.add_argument(
+        "--stride", type=int, help="start a window every STRIDE tokens (default: window)"
+    )
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--no-speed", action="store_true", help="skip the decode timing")
+    p.add_argument(
+        "--decode-tokens", type=int, default=32, help="timed decode steps per repeat (default 32)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="re-measure perplexity")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot file size against perplexity")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="folders written by `tensorgpt export`")
+    add_measurement_arguments(p)
+
+
+def options_from_args(args: argparse.Namespace):
+    """(TextOptions | None, SpeedOptions | None) from the shared options."""
+    from .compare import SpeedOptions, TextOptions
+
+    if args.text is None and any(
+        v is not None for v in (args.max_tokens, args.window, args.stride)
+    ):
+        raise ValueError("--max-tokens, --window and --stride need --text")
+    if args.plot and args.text is None:
+        raise ValueError("--plot draws perplexity against size: it needs --text")
+    if args.decode_tokens < 1:
+        raise ValueError(f"--decode-tokens must be >= 1, got {args.decode_tokens}")
+    text = None
+    if args.text is not None:
+        text = TextOptions(args.text, args.max_tokens, args.window, args.stride)
+    speed = (
+        None
+        if args.no_speed
+        else SpeedOptions(threads=args.threads, decode_tokens=args.decode_tokens)
+    )
+    return text, speed
+
+
+def log(message: str) -> None:
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def write_outputs(report: dict, args: argparse.Namespace, title: str | None = None) -> None:
+    """Terminal table (or JSON) on stdout, and the --markdown / --plot files."""
+    from .compare import format_table, to_markdown
+
+    if args.markdown:
+        Path(args.markdown).write_text(to_markdown(report, title), encoding="utf-8")
+    if args.plot:
+        from .plot import plot_size_vs_perplexity
+
+        plot_size_vs_perplexity(report, args.plot, title)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    text, speed = options_from_args(args)
+    report = compare(args.dirs, text, speed, use_cache=not args.no_cache, log=log)
+    write_outputs(report, args)
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "compare",
+        "exported folders side by side: bytes, table errors, perplexity, decode ms/token",
+        _add_arguments,
+        _run,
+    ),
+]
