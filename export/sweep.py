@@ -27,6 +27,9 @@ from pathlib import Path
 # model's shape and are filled in once one export has told us V and D:
 #   {svd_rank}  truncated SVD at the embedding bytes of per-token TT rank 4
 #   {ttm_rank}  shared-core TT-matrix rank giving about 6x on the table
+# Calibration text of the tc variants: wikitext-2 valid, never the test text used for perplexity.
+CALIB_TEXT = "../shared/data/wikitext-2/valid.txt"
+
 DEFAULT_GRID: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("none", ()),  # uncompressed fp32: the reference every ratio and change is measured against
     ("ort-int8", ("--quantize", "ort-int8")),  # onnxruntime quantize_dynamic, whole file
@@ -41,6 +44,23 @@ DEFAULT_GRID: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tt-r8", ("--method", "tt", "--rank", "8")),
     ("tt-r16", ("--method", "tt", "--rank", "16")),  # reference: bigger than the dense table
     ("tt-matrix-r{ttm_rank}", ("--method", "tt-matrix", "--rank", "{ttm_rank}")),
+    # 4-bit block weights (Q4_1 grid, exact for a Q4_1 GGUF source), alone and with tables
+    ("q4", ("--quantize", "q4")),
+    ("int8-rows+q4", ("--method", "int8-rows", "--quantize", "q4")),
+    # transform-coded table at the byte budget that fills a 75 MB SmolLM2 file with q4
+    (
+        "tc2.2+q4",
+        (
+            "--method",
+            "tc",
+            "--bits-per-weight",
+            "2.2",
+            "--calib-text",
+            CALIB_TEXT,
+            "--quantize",
+            "q4",
+        ),
+    ),
 )
 
 TT_MATRIX_TARGET_RATIO = 6.0

@@ -47,6 +47,25 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
+def release_freed_memory() -> None:
+    """Hand heap memory that session creation freed back to the OS (glibc only).
+
+    onnxruntime folds initializer-only subgraphs at load (a compressed table's tied head, 4-bit
+    weights): the intermediates are freed, but glibc keeps the pages, so a q4 file's session
+    held 2.4 GB instead of 0.7 GB until malloc_trim. A no-op where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -71,6 +90,7 @@ class ExportedModel:
             raise ValueError(
                 f"cannot load {self.model_path} (corrupt or truncated?): {_first_line(exc)}"
             ) from None
+        release_freed_memory()
         self._output_names = ["logits", *present_names(self.config.num_layers)]
         _check_graph_io(self.session, self.config, self.model_path)
 
