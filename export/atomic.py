@@ -17,8 +17,12 @@ def check_target(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ValueError(f"OUT_DIR {out_dir} already exists; pass --force to replace it")
     parent = out_dir.resolve().parent
-    if not parent.is_dir():
-        raise ValueError(f"parent folder of OUT_DIR does not exist: {parent}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: out/smollm2 just works
+    except OSError as exc:
+        raise ValueError(
+            f"cannot create the parent folder of OUT_DIR {parent}: {exc.strerror}"
+        ) from None
     if not os.access(parent, os.W_OK):
         raise ValueError(f"no write permission in {parent}")
 

@@ -188,9 +188,10 @@ def test_batch2_left_padding_and_cache(exports, tiny_gpt2, tiny_llama, family):
 def test_same_command_gives_identical_bytes(tiny_llama, tmp_path):
     spec = CompressionSpec(method="tt-matrix", rank=8)
     a = export_model(str(tiny_llama), tmp_path / "a", spec, log=lambda _: None)
-    b = export_model(str(tiny_llama), tmp_path / "b", spec, log=lambda _: None)
+    # a folder whose parent does not exist yet is created, as `mkdir -p` would
+    b = export_model(str(tiny_llama), tmp_path / "new" / "b", spec, log=lambda _: None)
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (
-        tmp_path / "b" / "model.onnx"
+        tmp_path / "new" / "b" / "model.onnx"
     ).read_bytes()
     assert a["bytes"] == b["bytes"]
 
