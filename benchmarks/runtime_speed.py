@@ -60,16 +60,23 @@ def ort_bench(folder: Path, args: argparse.Namespace) -> dict:
             "bench",
             str(folder),
             "--json",
-            "--threads",
-            str(args.threads),
-            "--prompt-tokens",
-            str(args.prompt_tokens),
-            "--decode-tokens",
-            str(args.decode_tokens),
-            "--repeats",
-            str(args.repeats),
+            *_timing_args(args),
         ]
     )
+
+
+def _timing_args(args: argparse.Namespace) -> list[str]:
+    """The options both sides are timed with, so the ONNX and PyTorch runs stay comparable."""
+    return [
+        "--threads",
+        str(args.threads),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--decode-tokens",
+        str(args.decode_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
 
 
 def torch_bench(source: str, args: argparse.Namespace) -> dict:
@@ -79,14 +86,7 @@ def torch_bench(source: str, args: argparse.Namespace) -> dict:
             __file__,
             "--torch-worker",
             source,
-            "--threads",
-            str(args.threads),
-            "--prompt-tokens",
-            str(args.prompt_tokens),
-            "--decode-tokens",
-            str(args.decode_tokens),
-            "--repeats",
-            str(args.repeats),
+            *_timing_args(args),
         ]
     )
 
