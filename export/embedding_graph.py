@@ -5,7 +5,8 @@ Each format answers three questions:
 - `table(b)`: ops rebuilding the whole (V, D) table for a tied LM head. Their inputs are
   initializers only, so onnxruntime folds them once when the session is created and the
   file itself never holds a dense V x D matrix;
-- `dense()`: the same table in numpy, which PyTorch runs for the built-in verification.
+- `dense()`: the same table in numpy, which PyTorch runs for the built-in verification
+  (`decoded()` caches it).
 
 Only standard ops appear: Gather, Reshape, Transpose, MatMul, Slice, Div, Mod, Cast, Mul
 (plus Unsqueeze, Concat, Sub, BitwiseAnd, BitShift to unpack 4-bit codes).
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.export.graph_builder import GraphBuilder, nibble_pairs
 
 if TYPE_CHECKING:
     from tensorgpt.tt_ops.per_token import PerTokenTT
@@ -39,7 +40,15 @@ class EmbeddingGraph:
         return b.op("Reshape", [rows, b.ints("table_shape", [self.vocab_size, self.dim])])
 
     def dense(self) -> np.ndarray:
+        """Compute the (V, D) float32 table the graph rebuilds (subclasses say how)."""
         raise NotImplementedError
+
+    def decoded(self) -> np.ndarray:
+        """`dense()`, computed once: the metrics and the PyTorch verification both need it,
+        and for TT or tc it means rebuilding the whole table."""
+        if getattr(self, "_decoded", None) is None:
+            self._decoded = self.dense()
+        return self._decoded
 
 
 class DenseEmbedding(EmbeddingGraph):
@@ -392,12 +401,8 @@ class RowQuantizedEmbedding(EmbeddingGraph):
                 "Mul",
                 [b.op("Cast", [codes], to=1), b.op("Unsqueeze", [scale, b.ints("last", [-1])])],
             )
-        low = b.op("BitwiseAnd", [codes, b.const("mask", np.array(15, np.uint8))])
-        high = b.op("BitShift", [codes, b.const("shift", np.array(4, np.uint8))], direction="RIGHT")
+        pairs = nibble_pairs(b, codes, axis=-1)  # (..., D/2, 2): columns 2i and 2i+1
         last = b.ints("unsqueeze_last", [-1])
-        pairs = b.op(
-            "Concat", [b.op("Unsqueeze", [low, last]), b.op("Unsqueeze", [high, last])], axis=-1
-        )
         values = b.op(
             "Sub", [b.op("Cast", [pairs], to=1), b.const("offset", np.array(8, np.float32))]
         )

@@ -40,3 +40,14 @@ class GraphBuilder:
         out = output or f"{name}:0"
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
+
+
+def nibble_pairs(b: GraphBuilder, packed: str, axis: int) -> str:
+    """uint8 bytes holding two 4-bit codes (low nibble first) -> the codes, a new axis of 2
+    inserted at `axis` (low, high). BitwiseAnd/BitShift over initializers fold at load."""
+    low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
+    high = b.op(
+        "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
+    )
+    at = b.ints(f"nibble_axis{axis}", [axis])
+    return b.op("Concat", [b.op("Unsqueeze", [low, at]), b.op("Unsqueeze", [high, at])], axis=axis)

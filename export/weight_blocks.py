@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.export.graph_builder import GraphBuilder, nibble_pairs
 
 BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
@@ -52,14 +52,7 @@ def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray)
 
 
 def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int, n: int) -> str:
-    low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
-    high = b.op(
-        "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
-    )
-    axis = b.ints("pair_axis", [1])
-    pairs = b.op(
-        "Concat", [b.op("Unsqueeze", [low, axis]), b.op("Unsqueeze", [high, axis])], axis=1
-    )
+    pairs = nibble_pairs(b, packed, axis=1)  # (K/2, 2, N): rows 2i and 2i+1
     q = b.op(
         "Cast", [b.op("Reshape", [pairs, b.ints(f"blocks_{k}x{n}", [k // BLOCK, BLOCK, n])])], to=1
     )
