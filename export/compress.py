@@ -124,7 +124,7 @@ def compress_embedding(
         }
     from tensorgpt.tt_ops.metrics import table_metrics
 
-    info["reconstruction"] = {k: float(v) for k, v in table_metrics(table, graph.dense()).items()}
+    info["reconstruction"] = {k: float(v) for k, v in table_metrics(table, graph.decoded()).items()}
     return graph, info
 
 

@@ -114,7 +114,7 @@ def export_model(
 
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
-        adapter.token_embedding().weight.data = torch.from_numpy(embedding.dense().copy())
+        adapter.token_embedding().weight.data = torch.from_numpy(embedding.decoded().copy())
         log("verifying against PyTorch")
         report = verify(
             str(model_path),

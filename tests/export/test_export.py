@@ -153,7 +153,7 @@ def test_batch2_left_padding_and_cache(exports, tiny_gpt2, tiny_llama, family):
 
     table = model.get_input_embeddings().weight.detach().numpy()
     graph, _ = compress_embedding(table, METHODS["tt"])
-    model.get_input_embeddings().weight.data = torch.from_numpy(graph.dense().copy())
+    model.get_input_embeddings().weight.data = torch.from_numpy(graph.decoded().copy())
 
     rng = np.random.default_rng(0)
     ids = rng.integers(1, vocab, size=(2, 7))

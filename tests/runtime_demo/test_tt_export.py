@@ -24,7 +24,7 @@ def tt_torch_model(exported_tt):
     model = AutoModelForCausalLM.from_pretrained(str(exported_tt.checkpoint), dtype=torch.float32)
     table = model.get_input_embeddings().weight.detach().numpy()
     graph, _ = compress_embedding(table, CompressionSpec(method="tt", rank=4))
-    model.get_input_embeddings().weight.data = torch.from_numpy(graph.dense().copy())
+    model.get_input_embeddings().weight.data = torch.from_numpy(graph.decoded().copy())
     return model.eval()
 
 
