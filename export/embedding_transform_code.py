@@ -2,14 +2,32 @@
 
     x_v = means[c] + sum_j codebook[c,b][code_v,j] * scale[c, a_j] * basis[a_j, :]
 
-The whole table is decoded by ops over initializers only (BitShift/BitwiseAnd unpacking of
-the bit planes, Gather into the codebooks, Mul by the scales, MatMul with the int8 basis,
-Add of the class mean), so onnxruntime decodes it once at session load; the input embedding
-is then one Gather from it and the tied head a Gemm with it.
+The whole table is decoded by ops over initializers only, so onnxruntime decodes it once at
+session load; the input embedding is then one Gather from it and the tied head a Gemm with it.
 
-Rows come out grouped by class (each class's rows in token-id order); the permutation back
-to token order is computed in the graph from the 4-bit class ids (a running count per class
-plus each class's offset), so no index array is stored.
+onnxruntime keeps every folded tensor until its constant-folding pass is over, so the session's
+peak memory is about the sum of all the decode's outputs (docs/quality_notes.md, "Load-time
+memory"). The decode is therefore laid out to touch each coefficient few times, and in uint8
+wherever it can:
+
+1. per (class, bit width) group, the bit planes are unpacked (BitShift/BitwiseAnd/BitwiseOr,
+   uint8) into codes (n_c, m);
+2. per class, the groups' codes are placed in one common column layout (uint8 Gather along
+   columns): the K axes of `basis`, then one indicator column per class; axes the class
+   does not code, and the indicator columns, get code 0;
+3. the classes' rows are concatenated and put back into token order (uint8 Gather; the
+   permutation is computed in the graph from the 4-bit class ids: a running count per class
+   plus each class's offset, so no index array is stored);
+4. one Cast to int32 plus the row's class offset (class * R, R = 2**max bits) indexes a small
+   table T (C*R, K + C) with GatherElements: T[c*R + v, a] = codebook[c,b][v] * scale[c, a]
+   (the product the table decode has always used), 0 for axes class c does not code, and
+   T[c*R + 0, K + c] = 1 for class c's own indicator column;
+5. one MatMul with [basis; means] (K + C, D) gives the (V, D) table, means included.
+
+Per coefficient that is a few uint8 passes, one int32 index, one float coefficient and the
+table itself, instead of int64 codes, float copies and a (rows, D) MatMul and Add per group.
+The values match `TransformCodedTable.decode()` up to float summation order (the table comes
+out of one MatMul over all axes instead of one per bit width).
 """
 
 from __future__ import annotations
@@ -20,25 +38,29 @@ from tensorgpt.export.embedding_graph import EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
 from tensorgpt.tt_ops.transform_code import TransformCodedTable
 
-FLOAT, INT64 = 1, 7
+FLOAT, INT32, INT64 = 1, 6, 7
 
 
-def _unpack(b: GraphBuilder, packed: str, width: int, count: int) -> str:
-    """Flat little-endian `width`-bit values of a uint8 array, as uint8 (count,)."""
+def _unpack(b: GraphBuilder, name: str, packed: np.ndarray, width: int, shape: list[int]) -> str:
+    """Little-endian `width`-bit values of a flat uint8 array, as uint8 of `shape`.
+
+    The initializer is stored already shaped (bytes, 1) so that no Unsqueeze is folded; the
+    Slice is only there when the last byte is padding."""
+    count = int(np.prod(shape))
     if width == 8:
-        return b.op(
-            "Slice",
-            [packed, b.ints("zero", [0]), b.ints(f"n{count}", [count]), b.ints("axis0", [0])],
-        )
+        return b.const(name, np.ascontiguousarray(packed).reshape(shape))
     per = 8 // width
+    column = b.const(name, np.ascontiguousarray(packed).reshape(-1, 1))
     shifts = b.const(f"shifts{width}", (np.arange(per) * width).astype(np.uint8))
     mask = b.const(f"mask{width}", np.array((1 << width) - 1, np.uint8))
-    column = b.op("Unsqueeze", [packed, b.ints("axis1", [1])])
     values = b.op("BitwiseAnd", [b.op("BitShift", [column, shifts], direction="RIGHT"), mask])
-    flat = b.op("Reshape", [values, b.ints("flat", [-1])])
-    return b.op(
-        "Slice", [flat, b.ints("zero", [0]), b.ints(f"n{count}", [count]), b.ints("axis0", [0])]
-    )
+    if len(packed) * per != count:
+        flat = b.op("Reshape", [values, b.ints("flat", [-1])])
+        values = b.op(
+            "Slice",
+            [flat, b.ints("zero", [0]), b.ints(f"n{count}", [count]), b.ints("axis0", [0])],
+        )
+    return b.op("Reshape", [values, b.ints(f"shape_{'x'.join(map(str, shape))}", shape)])
 
 
 class TransformCodedEmbedding(EmbeddingGraph):
@@ -65,30 +87,129 @@ class TransformCodedEmbedding(EmbeddingGraph):
     def _build(self, b: GraphBuilder) -> str:
         code = self.code
         arrays = code.arrays()
-        basis = b.op("Cast", [b.const("basis", arrays["basis"])], to=FLOAT)
+        n_classes, n_axes = code.n_classes, code.basis.shape[0]
+        rows_per_class = 1 << max((g.bits for g in code.groups), default=0)
         scale = b.op("Cast", [b.const("scale", arrays["scale"])], to=FLOAT)
-        means = b.op("Cast", [b.const("means", arrays["means"])], to=FLOAT)
+        sizes = np.bincount(code.class_ids, minlength=n_classes)
+        tables, class_codes = [], []
+        for c in range(n_classes):
+            groups = [g for g in code.groups if g.cls == c]
+            axes = [
+                b.op("Cast", [b.const(f"g{c}_b{g.bits}_axes", g.axes)], to=INT64) for g in groups
+            ]
+            m = sum(len(g.axes) for g in groups)
+            columns = self._columns(b, axes, m, c, n_axes + n_classes, n_classes)
+            tables.append(self._class_table(b, groups, axes, c, scale, columns, rows_per_class))
+            if sizes[c]:
+                class_codes.append(self._class_codes(b, groups, c, int(sizes[c]), columns))
+        grouped = class_codes[0] if len(class_codes) == 1 else b.op("Concat", class_codes, axis=0)
         class_ids = self._class_ids(b, arrays["class_ids_packed"])
-        sizes = np.bincount(code.class_ids, minlength=code.n_classes)
-        blocks = []
-        for c in range(code.n_classes):
-            n_c = int(sizes[c])
-            if n_c == 0:
-                continue
-            mean = b.op("Gather", [means, b.ints(f"class{c}", [c])], axis=0)  # (1, D)
-            x = b.op("Expand", [mean, b.ints(f"rows{c}", [n_c, self.dim])])
-            for g in (g for g in code.groups if g.cls == c):
-                x = b.op("Add", [x, self._group(b, g, n_c, c, basis, scale)])
-            blocks.append(x)
-        grouped = blocks[0] if len(blocks) == 1 else b.op("Concat", blocks, axis=0)
-        return b.op("Gather", [grouped, self._order(b, class_ids, code.n_classes)], axis=0)
+        codes = b.op("Gather", [grouped, self._order(b, class_ids, n_classes)], axis=0)
+        offset = b.op(
+            "Mul",
+            [
+                b.op("Cast", [class_ids], to=INT32),
+                b.const("rows", np.array(rows_per_class, np.int32)),
+            ],
+        )
+        index = b.op(
+            "Add",
+            [
+                b.op("Cast", [codes], to=INT32),
+                b.op("Unsqueeze", [offset, b.ints("axis1", [1])]),
+            ],
+        )  # (V, width) int32
+        table = tables[0] if len(tables) == 1 else b.op("Concat", tables, axis=0)
+        coefficients = b.op("GatherElements", [table, index], axis=0)  # (V, width) float
+        basis = b.op("Cast", [b.const("basis", arrays["basis"])], to=FLOAT)
+        means = b.op("Cast", [b.const("means", arrays["means"])], to=FLOAT)
+        return b.op("MatMul", [coefficients, b.op("Concat", [basis, means], axis=0)])
 
-    def _group(self, b: GraphBuilder, g, n_rows: int, c: int, basis: str, scale: str) -> str:
-        """(n_rows, D): the coefficients of the axes coded with g.bits bits, times their basis rows."""
-        key, m = f"g{c}_b{g.bits}", len(g.axes)
+    @staticmethod
+    def _columns(
+        b: GraphBuilder, axes: list[str], m: int, c: int, width: int, n_classes: int
+    ) -> str:
+        """(K + C,) int64: where class c keeps each coefficient column: a column of its groups
+        (in group order), m (the class's coded axes: a zero column) or m + 1 (its mean column).
+        Scattered in the graph from the stored axes, so it costs no file bytes."""
+        fill = b.op(
+            "Expand", [b.const(f"m{m}", np.array(m, np.int64)), b.ints(f"n{width}", [width])]
+        )
+        one = b.const("one", np.array(1, np.int64))
+        positions = b.op(
+            "Range",
+            [
+                b.const("zero_scalar", np.array(0, np.int64)),
+                b.const(f"m{m}", np.array(m, np.int64)),
+                one,
+            ],
+        )
+        mean_column = b.ints(f"column{width - n_classes + c}", [width - n_classes + c])
+        targets = b.op("Concat", [*axes, mean_column], axis=0)
+        values = b.op("Concat", [positions, b.ints(f"m{m}_plus1", [m + 1])], axis=0)
+        return b.op("ScatterElements", [fill, targets, values], axis=0)
+
+    def _class_table(
+        self,
+        b: GraphBuilder,
+        groups: list,
+        axes: list[str],
+        c: int,
+        scale: str,
+        columns: str,
+        rows: int,
+    ) -> str:
+        """(rows, width) float: codebook value times scale for each code and column of class
+        c; then a zero column and the mean column's indicator (1 for code 0)."""
+        scale_row = b.op(
+            "Gather", [scale, b.const(f"class{c}_index", np.array(c, np.int64))], axis=0
+        )  # (K,)
+        parts = []
+        for g, group_axes in zip(groups, axes):
+            key = f"g{c}_b{g.bits}"
+            codebook = b.op("Cast", [b.const(f"{key}_codebook", g.codebook)], to=FLOAT)
+            if len(g.codebook) < rows:  # rows past 2**bits are never indexed: pad with zeros
+                pads = b.ints(f"pad{rows - len(g.codebook)}", [0, rows - len(g.codebook)])
+                codebook = b.op("Pad", [codebook, pads])
+            values = b.op(
+                "Mul",
+                [
+                    b.op("Unsqueeze", [codebook, b.ints("axis1", [1])]),
+                    b.op("Gather", [scale_row, group_axes], axis=0),
+                ],
+            )  # (rows, m_g)
+            parts.append(values)
+        # the zero column and the mean column (1 for code 0), padded with zeros to `rows`
+        indicator = b.const("zero_and_indicator", np.array([[0.0, 1.0]], np.float32))
+        if rows > 1:
+            indicator = b.op("Pad", [indicator, b.ints(f"pad_rows{rows - 1}", [0, 0, rows - 1, 0])])
+        parts.append(indicator)
+        stacked = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=1)
+        return b.op("Gather", [stacked, columns], axis=1)
+
+    def _class_codes(self, b: GraphBuilder, groups: list, c: int, n_rows: int, columns: str) -> str:
+        """(n_rows, width) uint8 codes of class c in the common column layout (0 elsewhere)."""
+        parts = [self._group_codes(b, g, n_rows) for g in groups]
+        parts.append(
+            b.op(
+                "Expand",
+                [
+                    b.const("zero_code", np.zeros((1, 1), np.uint8)),
+                    b.ints(f"zeros{n_rows}", [n_rows, 1]),
+                ],
+            )
+        )
+        stacked = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=1)
+        m = sum(len(g.axes) for g in groups)  # the zero column: the mean column's code is 0
+        code_columns = b.op("Min", [columns, b.const(f"m{m}", np.array(m, np.int64))])
+        return b.op("Gather", [stacked, code_columns], axis=1)
+
+    def _group_codes(self, b: GraphBuilder, g, n_rows: int) -> str:
+        """(n_rows, m) uint8 codes of a group, from its bit planes (low bits first)."""
+        key, shape = f"g{g.cls}_b{g.bits}", [n_rows, len(g.axes)]
         codes, shift = None, 0
         for width, plane in g.planes:
-            part = _unpack(b, b.const(f"{key}_plane{width}", plane), width, n_rows * m)
+            part = _unpack(b, f"{key}_plane{width}", plane, width, shape)
             if shift:
                 part = b.op(
                     "BitShift",
@@ -97,21 +218,10 @@ class TransformCodedEmbedding(EmbeddingGraph):
                 )
             codes = part if codes is None else b.op("BitwiseOr", [codes, part])
             shift += width
-        codes = b.op(
-            "Reshape", [b.op("Cast", [codes], to=INT64), b.ints(f"{key}_shape", [n_rows, m])]
-        )
-        codebook = b.op("Cast", [b.const(f"{key}_codebook", g.codebook)], to=FLOAT)
-        values = b.op("Gather", [codebook, codes], axis=0)  # (n_rows, m)
-        axes = b.op("Cast", [b.const(f"{key}_axes", g.axes)], to=INT64)
-        scale_row = b.op(
-            "Gather", [scale, b.const(f"class{c}_index", np.array(c, np.int64))], axis=0
-        )  # (K,)
-        class_scale = b.op("Gather", [scale_row, axes], axis=0)  # (m,)
-        coefficients = b.op("Mul", [values, class_scale])
-        return b.op("MatMul", [coefficients, b.op("Gather", [basis, axes], axis=0)])
+        return codes
 
     def _class_ids(self, b: GraphBuilder, packed: np.ndarray) -> str:
-        ids = _unpack(b, b.const("class_ids_packed", packed), 4, self.vocab_size)
+        ids = _unpack(b, "class_ids_packed", packed, 4, [self.vocab_size])
         return b.op("Cast", [ids], to=INT64)
 
     def _order(self, b: GraphBuilder, class_ids: str, n_classes: int) -> str:

@@ -2,12 +2,22 @@
 
 Every MatMul/Gemm weight W (K, N) of the body (contraction axis K, a multiple of 32) becomes
 llama.cpp's Q4_1 grid: per block of 32 along K and per output column, an fp16 scale d and an
-fp16 minimum m, and codes q in 0..15, w ~ d * q + m: 5 bits per weight in the file.
+fp16 minimum m, and codes q in 0..15, w ~ d * q + m: 5 bits per weight in the file. The codes
+are packed as in a GGUF Q4_1 block: byte j (0..15) of a block holds element j in its low
+nibble and element j + 16 in its high nibble, stored as a (K/32, 16, N) uint8 initializer.
 
-The decode is Cast, BitwiseAnd, BitShift, Mul and Add over initializers only, so onnxruntime
-folds it when the session is created: the file is small, the session computes in fp32 at the
-speed of the fp32 file (DequantizeLinear would not fold, and MatMulNBits needs fp32 scales
-and zero points, 6 bits per weight).
+The decode is BitwiseAnd, BitShift, Concat, Cast, Mul, Add and Reshape over initializers only,
+so onnxruntime folds it when the session is created: the file is small, the session computes
+in fp32 at the speed of the fp32 file (DequantizeLinear would not fold, and MatMulNBits needs
+fp32 scales and zero points, 6 bits per weight, cannot hold d * q + m bit for bit and runs a
+slow float-zero-point path).
+
+Load-time memory: onnxruntime keeps every folded tensor until the whole constant-folding pass
+is over, so the session's peak is about the sum of all decode outputs. With the GGUF nibble
+order the two nibble planes are just concatenated along the block axis (no interleaving
+Unsqueeze/Concat/Reshape on the codes) and the block parameters are stored already shaped
+(K/32, 1, N): 18 bytes of folded outputs per weight instead of 20 (docs/quality_notes.md,
+"Load-time memory").
 
 When the source is a Q4_1 GGUF file, the dequantized weights already lie on this grid
 (m is the block minimum, d = (max - min) / 15), so the grid is recovered exactly instead of
@@ -22,14 +32,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorgpt.export.graph_builder import GraphBuilder, nibble_pairs
+from tensorgpt.export.graph_builder import GraphBuilder
 
 BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
 
 
 def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(K, N) float -> packed codes (K/2, N) uint8, scale and minimum (K/32, N) float16."""
+    """(K, N) float -> packed codes (K/32, 16, N) uint8 (GGUF nibble order), scale and
+    minimum (K/32, N) float16."""
     k, n = w.shape
     blocks = w.reshape(k // BLOCK, BLOCK, n).astype(np.float32)
     low, high = blocks.min(axis=1), blocks.max(axis=1)
@@ -38,27 +49,32 @@ def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     d = scale.astype(np.float32)[:, None, :]
     safe = np.where(d == 0, 1.0, d)
     q = np.clip(np.rint((blocks - minimum.astype(np.float32)[:, None, :]) / safe), 0, 15)
-    q = q.astype(np.uint8).reshape(k, n)
-    return (q[0::2] | (q[1::2] << 4)).astype(np.uint8), scale, minimum
+    q = q.astype(np.uint8)
+    half = BLOCK // 2
+    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum
 
 
 def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
-    """The exact arithmetic of the ONNX decode: float(q) * float(d) + float(m)."""
-    k2, n = packed.shape
-    q = np.empty((2 * k2, n), np.float32)
-    q[0::2], q[1::2] = packed & 15, packed >> 4
-    blocks = q.reshape(-1, BLOCK, n) * scale.astype(np.float32)[:, None, :]
-    return (blocks + minimum.astype(np.float32)[:, None, :]).reshape(2 * k2, n)
+    """The exact arithmetic of the ONNX decode: float(q) * float(d) + float(m), (K, N)."""
+    nb, _, n = packed.shape
+    q = np.concatenate([packed & 15, packed >> 4], axis=1).astype(np.float32)
+    blocks = q * scale.astype(np.float32)[:, None, :]
+    return (blocks + minimum.astype(np.float32)[:, None, :]).reshape(nb * BLOCK, n)
 
 
 def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int, n: int) -> str:
-    pairs = nibble_pairs(b, packed, axis=1)  # (K/2, 2, N): rows 2i and 2i+1
-    q = b.op(
-        "Cast", [b.op("Reshape", [pairs, b.ints(f"blocks_{k}x{n}", [k // BLOCK, BLOCK, n])])], to=1
+    """(K/32, 16, N) codes, (K/32, 1, N) fp16 scale and minimum -> (K, N) float weight.
+
+    Every output here is folded and held until the folding pass ends: one uint8 pass per
+    nibble plane, one uint8 concat, then the four fp32 tensors that cannot be avoided (Cast,
+    Mul, Add, and the Reshape that drops the block axis the scales broadcast over)."""
+    low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
+    high = b.op(
+        "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
     )
-    block_axis = b.ints("block_axis", [1])
-    d = b.op("Unsqueeze", [b.op("Cast", [scale], to=1), block_axis])
-    m = b.op("Unsqueeze", [b.op("Cast", [minimum], to=1), block_axis])
+    q = b.op("Cast", [b.op("Concat", [low, high], axis=1)], to=1)  # (K/32, 32, N)
+    d = b.op("Cast", [scale], to=1)
+    m = b.op("Cast", [minimum], to=1)
     w = b.op("Add", [b.op("Mul", [q, d]), m])
     return b.op("Reshape", [w, b.ints(f"weight_{k}x{n}", [k, n])])
 
@@ -101,8 +117,8 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
         out = _decode_nodes(
             b,
             b.const(f"{tag}.q4", packed),
-            b.const(f"{tag}.scale", scale),
-            b.const(f"{tag}.min", minimum),
+            b.const(f"{tag}.scale", scale[:, None, :]),
+            b.const(f"{tag}.min", minimum[:, None, :]),
             k,
             n,
         )
