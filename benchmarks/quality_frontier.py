@@ -22,6 +22,12 @@ form the floor class) and the shared metric  M = c_in / n + c_h / n  (n = calibr
 positions).  `--weights loss` uses  w_v = counts_v * a + q_v * b  instead (see `row_weights`;
 measured worse: +2.9% vs +0.2% at 16x).
     python benchmarks/quality_frontier.py --calib none          # no calibration at all
+    python benchmarks/quality_frontier.py --ratios 24 --heal-steps 120 --json   # + healing
+
+`--heal-steps N` also heals each coded table (export/healing.py: codebooks, scales, means and
+basis fitted to the model's logits on the calibration text) and reports both perplexities.
+Healing checkpoints are content-keyed (~/.cache/tensorgpt/heal), so `tensorgpt export ...
+--heal-steps N` with the same calibration text reuses a finished fit instead of redoing it.
 """
 
 from __future__ import annotations
@@ -158,6 +164,32 @@ def perplexity(model, ids: np.ndarray, table: np.ndarray | None = None) -> float
         w.data.copy_(orig)
 
 
+def heal_row(model, tok, enc, table, ids, base, args) -> dict:
+    """Heal `enc` on the calibration text; perplexity of the result (kept or not)."""
+    from tensorgpt.export.healing import HealConfig, heal
+
+    if args.calib in ("none", "idprior"):
+        raise ValueError("--heal-steps needs a calibration text (--calib valid, ...)")
+    healed, report = heal(
+        model, tok, enc, calibration_text(args.calib), HealConfig(args.heal_steps)
+    )
+    ppl = perplexity(model, ids, healed.decode())
+    dec = healed.decode()
+    report.update(
+        ppl=ppl,
+        delta_pct=100 * (ppl / base - 1),
+        rel_fro=float(np.linalg.norm(dec - table) / np.linalg.norm(table)),
+        bytes=healed.nbytes(),
+    )
+    if not args.json:
+        print(
+            f"       healed ({report['steps']} steps, {report['seconds']:.0f}s, kept "
+            f"{report['kept']}): ppl {ppl:9.3f} {report['delta_pct']:+7.2f}%",
+            flush=True,
+        )
+    return report
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ratios", type=float, nargs="+", default=[4, 8, 16, 24, 32, 48])
@@ -179,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--row-scale", action="store_true", help="store a per-row gain")
     ap.add_argument("--basis-bits", type=int, default=8)
     ap.add_argument("--floor", type=float, default=None, help="floor bits/weight for every row")
+    ap.add_argument("--heal-steps", type=int, default=0, help="also heal each code (0: off)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -238,6 +271,8 @@ def main(argv=None) -> int:
                 "fit_s": fit_s,
             }
         )
+        if args.heal_steps:
+            rows[-1]["healing"] = heal_row(model, tok, enc, table, ids, base, args)
         if not args.json:
             x = rows[-1]
             print(

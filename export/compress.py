@@ -36,6 +36,7 @@ class CompressionSpec:
     int8_cores: bool = False  # store TT cores as int8 + fp16 scales
     bits_per_weight: float | None = None  # tc: the byte budget, in bits per table entry
     calib_text: str | None = None  # tc: calibration text (never the evaluation text)
+    heal_steps: int = 0  # tc: fit codebooks/scales/means/basis to the model's logits (0: off)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -67,6 +68,10 @@ class CompressionSpec:
                 )
         elif self.bits_per_weight is not None or self.calib_text:
             raise ValueError("--bits-per-weight and --calib-text need --method tc")
+        if self.heal_steps < 0:
+            raise ValueError(f"--heal-steps must be >= 0, got {self.heal_steps}")
+        if self.heal_steps and self.method != "tc":
+            raise ValueError("--heal-steps needs --method tc")
 
     def options(self) -> dict:
         return {
@@ -135,7 +140,8 @@ def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[Emb
 
     if model is None or tokenizer is None:
         raise ValueError("--method tc needs the model and tokenizer for calibration")
-    stats = compute_stats(model, tokenizer, read_text(spec.calib_text))
+    text = read_text(spec.calib_text)
+    stats = compute_stats(model, tokenizer, text)
     bits = spec.bits_per_weight or TC_DEFAULT_BITS
     code = fit_transform_code(
         table,
@@ -150,4 +156,10 @@ def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[Emb
         "calibration_text": str(spec.calib_text),
         "unseen_tokens": int((stats["counts"] == 0).sum()),
     }
+    if spec.heal_steps:
+        from tensorgpt.export.healing import HealConfig, heal
+
+        code, info["healing"] = heal(
+            model, tokenizer, code, text, HealConfig(steps=spec.heal_steps)
+        )
     return TransformCodedEmbedding(code), info
