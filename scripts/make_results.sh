@@ -58,11 +58,15 @@ The tables and the bullet lists under them are generated from the measured numbe
 Hand-written from the SmolLM2-135M table below (produced by `bash scripts/make_results.sh`);
 perplexity on the first 8192 tokens (design.md's 25.49 is on the first 2048).
 
-- The smallest file that keeps quality: `tc2.2+q4`, 75.0 MB (7.2x smaller than fp32) at
+- The smallest file that keeps quality: `tc2.2+q4`, 74.9 MB (7.2x smaller than fp32) at
   29.75 (+0.5%): the transformer weights as 4-bit blocks on the GGUF source's own Q4_1 grid
   (`q4`: recovered exactly, 180 MB at 29.60, +0.0%) and the table transform-coded in 2.2
   bits per entry (14.5x) with token counts and loss sensitivity from wikitext-2 *valid*.
-  Without a calibration text, `int8-rows+q4` gives 95.5 MB at 29.58 (-0.1%).
+  Without a calibration text, `int8-rows+q4` gives 95.4 MB at 29.58 (-0.1%).
+- The table at 24x (`tc1.33+q4`, 71.8 MB) costs +10.6% (32.73); healing it (fitting its
+  codebooks, scales, means and basis to the fp32 model's outputs on valid, 120 steps,
+  `tc1.33+heal+q4`) brings it a third closer to the original model in KL but not in
+  perplexity (32.94, +11.3%); docs/quality_notes.md, "Healing".
 - The embedding table is 113 MB of the 538 MB fp32 file, so compressing only the table makes
   the file at most 1.27x smaller, whatever the method.
 - Only int8 rows compress the table without loss (perplexity 29.58 vs 29.60, table 4x

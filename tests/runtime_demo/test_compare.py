@@ -24,7 +24,7 @@ from tensorgpt.runtime_demo.compare import (
     to_markdown,
 )
 
-FAST_SPEED = SpeedOptions(prompt_tokens=4, decode_tokens=2, repeats=1)
+FAST_SPEED = SpeedOptions(prompt_tokens=4, decode_tokens=2, repeats=1, rounds=1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -204,7 +204,7 @@ _NO_TORCH_SCRIPT = """
 import json, sys
 from tensorgpt.runtime_demo.compare import SpeedOptions, TextOptions, compare, to_markdown
 report = compare(
-    [sys.argv[1]], TextOptions(sys.argv[2], window=8), SpeedOptions(None, 4, 2, 1)
+    [sys.argv[1]], TextOptions(sys.argv[2], window=8), SpeedOptions(None, 4, 2, 1, 1)
 )
 to_markdown(report)
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[3:])))
@@ -224,3 +224,25 @@ def test_compare_never_imports_torch(toy_dir: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_timing_rounds_interleave_and_keep_the_best(
+    exports: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds go A B, A B (not A A, B B) and each variant keeps its fastest round."""
+    import tensorgpt.runtime_demo.compare as cmp
+
+    calls: list[str] = []
+    slow_then_fast = {0: 9.0, 1: 5.0, 2: 7.0}
+
+    def fake_speed(folder, speed):
+        calls.append(Path(folder).name)
+        ms = slow_then_fast[sum(c == Path(folder).name for c in calls) - 1]
+        return {"decode_ms_median": ms, "decode_ms_p90": ms, "load_s": ms / 10, "ttft_ms": ms}
+
+    monkeypatch.setattr(cmp, "measure_speed", fake_speed)
+    report = compare(exports[:2], None, SpeedOptions(rounds=3), use_cache=False)
+    names = [p.name for p in exports[:2]]
+    assert calls == names * 3
+    assert [r["decode_ms"] for r in report["rows"]] == [5.0, 5.0]
+    assert [r["load_s"] for r in report["rows"]] == [0.5, 0.5]
