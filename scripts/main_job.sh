@@ -3,7 +3,7 @@
 # export it for a device three ways -- uncompressed, the TensorGPT paper's setting (per-token
 # TT, rank 4) and the recommended small file (transform-coded table + 4-bit weights) --, run
 # the small one with onnxruntime, and compare the three files' size, quality and speed.
-#   bash scripts/main_job.sh [OUT_ROOT]      (default OUT_ROOT: out/; about 20 minutes on 2 cores)
+#   bash scripts/main_job.sh [OUT_ROOT]      (default OUT_ROOT: out/; 5 min on 2 idle cores, up to 20 shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-out}/main"
