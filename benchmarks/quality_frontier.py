@@ -173,8 +173,8 @@ def heal_row(model, tok, enc, table, ids, base, args) -> dict:
     healed, report = heal(
         model, tok, enc, calibration_text(args.calib), HealConfig(args.heal_steps)
     )
-    ppl = perplexity(model, ids, healed.decode())
     dec = healed.decode()
+    ppl = perplexity(model, ids, dec)
     report.update(
         ppl=ppl,
         delta_pct=100 * (ppl / base - 1),

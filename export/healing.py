@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
+from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable, int8_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,6 @@ class HealableTable:
         if code.row_gain is not None:
             raise ValueError("healing: transform codes with per-row gains are not supported")
         self.code = code
-        f32 = torch.float32
         self.scale0 = torch.tensor(code.scale.astype(np.float32))
         self.means0 = torch.tensor(code.means.astype(np.float32))
         self.basis0 = torch.tensor(code.basis.astype(np.float32))
@@ -111,16 +110,15 @@ class HealableTable:
         self.basis_rms = float(self.basis0.pow(2).mean().sqrt()) or 1.0
         # fixed integer structure: per group its axes and codes; rows are decoded class by
         # class (each class's rows in token order) and put back in token order by `order`
-        self.axes, self.codes = [], []
-        for g in code.groups:
-            n_rows = len(code.class_rows(g.cls))
-            self.axes.append(torch.from_numpy(g.axes.astype(np.int64)))
-            self.codes.append(torch.from_numpy(g.codes(n_rows).astype(np.int64)))
+        self.class_sizes = np.bincount(code.class_ids, minlength=code.n_classes).tolist()
+        self.axes = [torch.from_numpy(g.axes.astype(np.int64)) for g in code.groups]
+        self.codes = [
+            torch.from_numpy(g.codes(self.class_sizes[g.cls]).astype(np.int64)) for g in code.groups
+        ]
         grouped = np.concatenate([code.class_rows(c) for c in range(code.n_classes)])
         self.order = torch.from_numpy(np.argsort(grouped, kind="stable"))
-        self.class_sizes = np.bincount(code.class_ids, minlength=code.n_classes).tolist()
         # free parameters, all zero at the start: the healed table starts as the coded one
-        self.log_scale = torch.zeros_like(self.scale0, dtype=f32, requires_grad=True)
+        self.log_scale = torch.zeros_like(self.scale0, requires_grad=True)
         self.mean_delta = torch.zeros_like(self.means0, requires_grad=True)
         self.basis_delta = torch.zeros_like(self.basis0, requires_grad=True)
         self.cb_delta = [torch.zeros_like(c, requires_grad=True) for c in self.cb0]
@@ -165,13 +163,10 @@ class HealableTable:
         """The fitted parameters in the storage types (fp16; basis int8 per row)."""
         torch = _torch()
         with torch.no_grad():
-            scale, means, basis, codebooks = (
-                t.double().numpy() if not isinstance(t, list) else [c.double().numpy() for c in t]
-                for t in self._values()
-            )
-        row_scale = np.abs(basis).max(1) / 127.0
-        row_scale[row_scale == 0] = 1.0
-        basis_q = np.clip(np.round(basis / row_scale[:, None]), -127, 127).astype(np.int8)
+            scale, means, basis, codebooks = self._values()
+        scale, means = scale.double().numpy(), means.double().numpy()
+        basis_q, row_scale = int8_rows(basis.double().numpy())
+        codebooks = [c.double().numpy() for c in codebooks]
         groups = [
             CodeGroup(g.cls, g.bits, g.axes, cb.astype(np.float16), g.planes)
             for g, cb in zip(self.code.groups, codebooks)
@@ -209,6 +204,23 @@ def _key(code: TransformCodedTable, table: np.ndarray, ids: np.ndarray, config: 
     return h.hexdigest()[:24]
 
 
+def _original_log_probs(model, x):
+    """Log next-token distributions of the original model (the healing target), no grad."""
+    torch = _torch()
+    with torch.no_grad():
+        return torch.log_softmax(model(x, use_cache=False).logits, -1)
+
+
+def _kl_to(target, model, names: list[str], table, x):
+    """Mean over positions of KL(target || model with `table` under every name in `names`)."""
+    torch = _torch()
+    from torch.func import functional_call
+
+    overrides = {n: table for n in names}
+    logits = functional_call(model, overrides, (x,), {"use_cache": False}, tie_weights=False)
+    return (target.exp() * (target - torch.log_softmax(logits.logits, -1))).sum(-1).mean()
+
+
 def _tied_names(model) -> list[str]:
     """Every parameter name under which the input embedding's weight is reachable."""
     weight = model.get_input_embeddings().weight
@@ -235,8 +247,6 @@ def heal(
         on the held-out last tenth of the text.
     """
     torch = _torch()
-    from torch.func import functional_call
-
     config = config or HealConfig()
     config.validate()
     emb = model.get_input_embeddings()
@@ -274,19 +284,16 @@ def heal(
             sched.load_state_dict(state["sched"])
             step, history, seconds = state["step"], list(state["history"]), state["seconds"]
 
-    def held_out_kl(table) -> float:
+    def held_out_kls(tables: list) -> list[float]:
+        """Mean held-out KL of each table; the original model runs once per window for all."""
+        totals = [0.0] * len(tables)
         with torch.no_grad():
-            total = 0.0
             for w in held_out:
                 x = torch.from_numpy(w)[None]
-                target = torch.log_softmax(model(x, use_cache=False).logits, -1)
-                logits = functional_call(
-                    model, {n: table for n in names}, (x,), {"use_cache": False}, tie_weights=False
-                ).logits
-                total += float(
-                    (target.exp() * (target - torch.log_softmax(logits, -1))).sum(-1).mean()
-                )
-        return total / len(held_out)
+                target = _original_log_probs(model, x)
+                for i, table in enumerate(tables):
+                    totals[i] += float(_kl_to(target, model, names, table, x))
+        return [t / len(held_out) for t in totals]
 
     def save() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,15 +329,7 @@ def heal(
             t0 = time.perf_counter()
             pick = order[step * config.windows_per_step : (step + 1) * config.windows_per_step]
             x = torch.from_numpy(windows[pick])
-            with torch.no_grad():
-                target = torch.log_softmax(model(x, use_cache=False).logits, -1)
-            decoded = healable.decode()
-            overrides = {n: decoded for n in names}
-            logits = functional_call(
-                model, overrides, (x,), {"use_cache": False}, tie_weights=False
-            ).logits
-            logp = torch.log_softmax(logits, -1)
-            loss = (target.exp() * (target - logp)).sum(-1).mean()
+            loss = _kl_to(_original_log_probs(model, x), model, names, healable.decode(), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -357,8 +356,9 @@ def heal(
         for p, flag in frozen:
             p.requires_grad_(flag)
     healed = healable.to_code()
-    kl_before = held_out_kl(torch.from_numpy(code.decode()))
-    kl_after = held_out_kl(torch.from_numpy(healed.decode()))
+    kl_before, kl_after = held_out_kls(
+        [torch.from_numpy(code.decode()), torch.from_numpy(healed.decode())]
+    )
     kept = kl_after < kl_before
     k = min(8, len(history))
     report = {

@@ -269,6 +269,14 @@ def _lloyd(u: np.ndarray, w: np.ndarray, bits: int, iters: int = 25) -> np.ndarr
     return np.sort(cb)
 
 
+def int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: codes (K, D) and the float row scales (absmax / 127; 1 for a
+    zero row), x ~ codes * scale[:, None].  The scales are folded into `scale`, not stored."""
+    row_scale = np.abs(x).max(1) / 127.0
+    row_scale[row_scale == 0] = 1.0
+    return np.clip(np.round(x / row_scale[:, None]), -127, 127).astype(np.int8), row_scale
+
+
 def _psd_sqrt(m: np.ndarray, eps: float = 1e-6):
     m = (m + m.T) / 2
     lam, q = np.linalg.eigh(m)
@@ -413,9 +421,7 @@ def fit_transform_code(
     K = len(used)
     bk = basis_f[used]
     if basis_bits == 8:
-        bscale = np.abs(bk).max(1) / 127.0
-        bscale[bscale == 0] = 1.0
-        basis_q = np.clip(np.round(bk / bscale[:, None]), -127, 127).astype(np.int8)
+        basis_q, bscale = int8_rows(bk)
     else:
         bscale = np.ones(K)
         basis_q = bk.astype(np.float16)
