@@ -28,7 +28,8 @@ from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
-from tensorgpt.export.verify import verify
+from tensorgpt.export.split_load import write_split
+from tensorgpt.export.verify import check_split, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.models import adapter_for
 
@@ -128,6 +129,10 @@ def export_model(
         manifest["weight_quantization"] = weights_report
         _set_metadata(model_path, mf.metadata_props(manifest))
         manifest["bytes"]["file"] = mf.folder_bytes(stage)
+        if report["passed"]:
+            manifest["split_load"] = _write_split_load(
+                stage, adapter, loaded.tokenizer, report, log
+            )
         manifest["tokenizer"]["sha256"] = mf.sha256_file(stage / "tokenizer.json")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         mf.write_manifest(stage / "manifest.json", manifest)
@@ -141,6 +146,25 @@ def export_model(
         f"{report['max_abs_logit_diff']:.2e}"
     )
     return manifest
+
+
+def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:
+    """decode.onnx + body.onnx beside model.onnx (export/split_load.py), checked in onnxruntime.
+
+    They let the runtime load with about half the peak memory; model.onnx stays complete."""
+    split = write_split(stage)
+    if split is None:
+        return None
+    split["model_sha256"] = mf.sha256_file(stage / "model.onnx")
+    split["bytes"] = sum((stage / split[k]).stat().st_size for k in ("decode", "body"))
+    split["verification"] = check_split(stage, adapter, tokenizer, report["greedy_tokens"])
+    if not split["verification"]["passed"]:
+        diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
+        raise VerificationError(
+            f"split load differs from model.onnx: max abs logit diff {diff:.3g}"
+        )
+    log(f"split load: {split['frontier_tensors']} decoded tensors, checked against model.onnx")
+    return split
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

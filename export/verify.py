@@ -70,6 +70,23 @@ def _ort_run(session, shape, ids: np.ndarray, tokens: list[int]) -> list[np.ndar
     return logits
 
 
+def check_split(folder, adapter: ModelAdapter, tokenizer, tokens: list[int]) -> dict:
+    """The split load (decode.onnx + body.onnx) against model.onnx, both in onnxruntime, on
+    the parity check's prompt and greedy tokens: they must give the same logits."""
+    import onnxruntime as ort
+
+    from tensorgpt.export.split_load import open_split
+
+    shape = adapter.shape()
+    ids = prompt_ids(tokenizer, shape.vocab_size)
+    whole = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = _ort_run(whole, shape, ids, tokens)
+    del whole  # one folded session at a time
+    got = _ort_run(open_split(folder), shape, ids, tokens)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+    return {"max_abs_logit_diff_vs_model_onnx": diff, "passed": diff <= FP32_TOLERANCE}
+
+
 def _mean_nll(logits: np.ndarray, targets: np.ndarray) -> float:
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))

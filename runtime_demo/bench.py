@@ -99,13 +99,14 @@ def bench(
     decode_tokens: int = 64,
     repeats: int = 3,
     seed: int = 0,
+    split: bool = True,
 ) -> dict[str, object]:
     """Load the folder and time greedy generation; see the module docstring for the fields."""
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     rss_before = current_rss_bytes()
     start = time.perf_counter()
-    model = ExportedModel(folder, threads=threads)
+    model = ExportedModel(folder, threads=threads, split=split)
     load_s = time.perf_counter() - start
     rss_after = current_rss_bytes()
     check_lengths(model, prompt_tokens, decode_tokens)
@@ -126,6 +127,7 @@ def bench(
         "prompt_tokens": prompt_tokens,
         "decode_tokens": decode_tokens,
         "repeats": repeats,
+        "load_mode": model.load_mode,
         "load_s": round(load_s, 4),
         "first_run_ttft_ms": round(first_ttft * 1000, 3),
         "ttft_ms": _percentile_ms(ttfts, 50),

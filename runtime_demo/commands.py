@@ -258,6 +258,12 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128, help="default 128")
     parser.add_argument("--decode-tokens", type=int, default=64, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument(
+        "--whole-load",
+        action="store_true",
+        help="load model.onnx even where the export wrote decode.onnx + body.onnx "
+        "(to measure what the split load saves)",
+    )
     _add_json(parser, "the measurements")
 
 
@@ -270,6 +276,7 @@ def _bench(args: argparse.Namespace) -> int:
         prompt_tokens=args.prompt_tokens,
         decode_tokens=args.decode_tokens,
         repeats=args.repeats,
+        split=not args.whole_load,
     )
     if args.json:
         print(json.dumps(result))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .manifest import ModelConfig, check_folder, load_manifest
+from .manifest import ModelConfig, check_folder, load_manifest, sha256_file
 
 # One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
 KVCache = list[tuple[np.ndarray, np.ndarray]]
@@ -66,6 +66,46 @@ def release_freed_memory() -> None:
         pass
 
 
+def split_files(folder: Path, manifest: dict[str, Any]) -> tuple[Path, Path] | None:
+    """decode.onnx and body.onnx when the export wrote them for this very model.onnx.
+
+    Stale or missing files mean None: model.onnx is self-contained, so loading it whole is
+    always correct (it only needs more memory while loading).
+    """
+    split = manifest.get("split_load")
+    if not isinstance(split, dict):
+        return None
+    decode, body = folder / str(split.get("decode")), folder / str(split.get("body"))
+    if not (decode.is_file() and body.is_file()):
+        return None
+    if sha256_file(folder / "model.onnx") != split.get("model_sha256"):
+        return None
+    return decode, body
+
+
+def open_split_session(
+    decode: Path, body: Path, options: ort.SessionOptions, threads: int | None
+) -> ort.InferenceSession:
+    """Run the weight-decode graph once, then open the body with its outputs as initializers.
+
+    Why: folding the decode subgraph inside model.onnx keeps every folded tensor until the
+    pass ends (2.8 GB peak for a 75 MB SmolLM2 file); running it as a plain graph frees each
+    intermediate after its last use (1.46 GB), and the body session is the same graph with
+    the same optimizations, so the logits are the same. onnxruntime copies the supplied
+    tensors into the graph (documented for AddExternalInitializers), so they can go afterwards.
+    """
+    decode_options = ort.SessionOptions()
+    decode_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    decode_options.intra_op_num_threads = threads or 0
+    decode_options.log_severity_level = 3
+    decoder = ort.InferenceSession(str(decode), decode_options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in decoder.get_outputs()]
+    values = decoder.run(names, {})
+    del decoder
+    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(v) for v in values])
+    return ort.InferenceSession(str(body), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -74,21 +114,30 @@ def _first_line(exc: BaseException) -> str:
 class ExportedModel:
     """An exported folder (model.onnx + manifest.json + tokenizer.json) ready to run.
 
-    `manifest` is the raw manifest dict, `config` its typed `config` section.
+    `manifest` is the raw manifest dict, `config` its typed `config` section. When the export
+    wrote decode.onnx and body.onnx beside model.onnx, they are loaded instead (same logits,
+    about half the peak memory while loading; see `open_split_session`) unless `split=False`.
+    `load_mode` says which: "split" or "whole".
     """
 
-    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, threads: int | None = None, split: bool = True) -> None:
         self.folder = check_folder(folder)
         self.manifest, self.config = load_manifest(self.folder)
         self.model_path = self.folder / "model.onnx"
+        files = split_files(self.folder, self.manifest) if split else None
+        self.load_mode = "whole" if files is None else "split"
         options = session_options(threads)
         try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            if files is None:
+                self.session = ort.InferenceSession(
+                    str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+            else:
+                self.session = open_split_session(*files, options, threads)
         except Exception as exc:  # onnxruntime's load errors derive from Exception only
+            what = self.model_path if files is None else f"{files[0]} + {files[1]}"
             raise ValueError(
-                f"cannot load {self.model_path} (corrupt or truncated?): {_first_line(exc)}"
+                f"cannot load {what} (corrupt or truncated?): {_first_line(exc)}"
             ) from None
         release_freed_memory()
         self._output_names = ["logits", *present_names(self.config.num_layers)]
