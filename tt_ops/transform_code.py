@@ -285,6 +285,60 @@ def _psd_sqrt(m: np.ndarray, eps: float = 1e-6):
     return (q * s) @ q.T, (q / s) @ q.T
 
 
+@dataclasses.dataclass
+class ClassTransform:
+    """Steps 1-2 of the coder: rows in classes, centred, whitened and rotated.
+
+    x = means[cid] + y @ basis for every row; W[c, i] = sum over rows r of class c of
+    w_r y_ri^2 (importance-weighted energy), sig[c, i] = RMS of y_ri over the class.
+    """
+
+    cid: np.ndarray  # (V,) class per row
+    w: np.ndarray  # (V,) row importance (mean 1)
+    y: np.ndarray  # (V, D) coefficients
+    basis: np.ndarray  # (D, D) float
+    means: np.ndarray  # (C, D)
+    W: np.ndarray  # (C, D)
+    sig: np.ndarray  # (C, D)
+
+
+def class_transform(x: np.ndarray, weights, m: np.ndarray, class_scale=None) -> ClassTransform:
+    """Classes by importance, per-class centring, whitening by M^{1/2}, principal axes of the
+    class-balanced covariance (x: (V, D) float64, weights: (V,) or None, m: (D, D) PSD)."""
+    V, D = x.shape
+    # 1. classes and row weights (the floor class gets the weight of a token seen once/2)
+    cid = assign_classes(weights, V)
+    C = int(cid.max()) + 1
+    w = row_importance(weights, V)
+    if class_scale is not None:
+        cs = np.asarray(class_scale, dtype=np.float64).reshape(-1)
+        if cs.shape[0] != C or not np.isfinite(cs).all() or (cs <= 0).any():
+            raise ValueError(f"class_scale: expected {C} positive finite values")
+        w = w * cs[cid]
+
+    # 2. transform
+    msq, misq = _psd_sqrt(m)
+    means = np.stack([x[cid == c].mean(0) for c in range(C)])
+    z = (x - means[cid]) @ msq
+    cov = np.zeros((D, D))
+    for c in range(C):
+        zc = z[cid == c]
+        cov += zc.T @ zc / max(len(zc), 1)  # class-balanced
+    lam, u = np.linalg.eigh((cov + cov.T) / 2)
+    u = u[:, ::-1]
+    y = z @ u  # (V, D) coefficients
+    basis_f = u.T @ misq  # (D, D): x = mean + y @ basis_f
+
+    # per (class, axis) weighted energies and scales
+    W = np.zeros((C, D))
+    sig = np.zeros((C, D))
+    for c in range(C):
+        sel = cid == c
+        W[c] = (w[sel, None] * y[sel] ** 2).sum(0)
+        sig[c] = np.sqrt((y[sel] ** 2).mean(0))
+    return ClassTransform(cid, w, y, basis_f, means, W, sig)
+
+
 def fit_transform_code(
     table,
     *,
@@ -356,37 +410,11 @@ def fit_transform_code(
         raise ValueError(f"floor_bits: must be >= 0, got {floor_bits}")
     rng = np.random.default_rng(seed)
 
-    # 1. classes and row weights (the floor class gets the weight of a token seen once/2)
-    cid = assign_classes(weights, V)
+    # 1.-2. classes, row weights, transform
+    t = class_transform(x, weights, m, class_scale)
+    cid, w, y, basis_f, means, W, sig = t.cid, t.w, t.y, t.basis, t.means, t.W, t.sig
     C = int(cid.max()) + 1
-    w = row_importance(weights, V)
     n_c = np.bincount(cid, minlength=C)
-    if class_scale is not None:
-        cs = np.asarray(class_scale, dtype=np.float64).reshape(-1)
-        if cs.shape[0] != C or not np.isfinite(cs).all() or (cs <= 0).any():
-            raise ValueError(f"class_scale: expected {C} positive finite values")
-        w = w * cs[cid]
-
-    # 2. transform
-    msq, misq = _psd_sqrt(m)
-    means = np.stack([x[cid == c].mean(0) for c in range(C)])
-    z = (x - means[cid]) @ msq
-    cov = np.zeros((D, D))
-    for c in range(C):
-        zc = z[cid == c]
-        cov += zc.T @ zc / max(len(zc), 1)  # class-balanced
-    lam, u = np.linalg.eigh((cov + cov.T) / 2)
-    u = u[:, ::-1]
-    y = z @ u  # (V, D) coefficients
-    basis_f = u.T @ misq  # (D, D): x = mean + y @ basis_f
-
-    # per (class, axis) weighted energies and scales
-    W = np.zeros((C, D))
-    sig = np.zeros((C, D))
-    for c in range(C):
-        sel = cid == c
-        W[c] = (w[sel, None] * y[sel] ** 2).sum(0)
-        sig[c] = np.sqrt((y[sel] ** 2).mean(0))
 
     # 3. bit allocation: greedy marginal returns (reverse water-filling), costs in bits:
     #    a bit on (c, i) costs n_c; the first bit of (c, i) also its int16 axis index; the
