@@ -130,6 +130,14 @@ def summary(manifest: dict) -> str:
         lines.append(
             f"table reconstruction: relative error {rec['rel_fro']:.4f}, MAE {rec['mae']:.3g}"
         )
+    split = manifest.get("split_load")
+    if split:
+        diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
+        lines.append(
+            f"split load: {split['decode']} + {split['body']} ({split['bytes'] / 1e6:.2f} MB, "
+            f"max abs logit diff vs model.onnx {diff:.2e}): the runtime loads them with about "
+            "half the peak memory; keep them beside model.onnx"
+        )
     return "\n".join(lines)
 
 

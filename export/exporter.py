@@ -31,6 +31,7 @@ from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import write_split
 from tensorgpt.export.verify import check_split, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
+from tensorgpt.files import sha256_file
 from tensorgpt.models import adapter_for
 
 QUANTIZE = ("none", "int8", "ort-int8", "q4")
@@ -133,7 +134,7 @@ def export_model(
             manifest["split_load"] = _write_split_load(
                 stage, adapter, loaded.tokenizer, report, log
             )
-        manifest["tokenizer"]["sha256"] = mf.sha256_file(stage / "tokenizer.json")
+        manifest["tokenizer"]["sha256"] = sha256_file(stage / "tokenizer.json")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         mf.write_manifest(stage / "manifest.json", manifest)
         if not report["passed"]:
@@ -155,7 +156,7 @@ def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dic
     split = write_split(stage)
     if split is None:
         return None
-    split["model_sha256"] = mf.sha256_file(stage / "model.onnx")
+    split["model_sha256"] = sha256_file(stage / "model.onnx")
     split["bytes"] = sum((stage / split[k]).stat().st_size for k in ("decode", "body"))
     split["verification"] = check_split(stage, adapter, tokenizer, report["greedy_tokens"])
     if not split["verification"]["passed"]:

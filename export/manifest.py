@@ -6,7 +6,6 @@ that got separated from its folder still says what it is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,14 +42,6 @@ def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
 
 def folder_bytes(folder: Path, names: tuple[str, ...] = ("model.onnx", "model.onnx.data")) -> int:
     return sum(os.path.getsize(folder / n) for n in names if (folder / n).exists())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

@@ -6,7 +6,6 @@ know the layer count, the KV head shapes or the EOS ids, so a folder without one
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,15 +86,6 @@ def parse_config(raw: Any, path: Path) -> ModelConfig:
         eos_token_ids=_eos_ids(raw["eos_token_id"], path),
         pad_token_id=_optional_int(raw["pad_token_id"], "pad_token_id", path),
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MB blocks (the split-load files name their model.onnx)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_folder(folder: str | Path) -> Path:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .manifest import ModelConfig, check_folder, load_manifest, sha256_file
+from tensorgpt.files import sha256_file
+
+from .manifest import ModelConfig, check_folder, load_manifest
 
 # One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
 KVCache = list[tuple[np.ndarray, np.ndarray]]
