@@ -141,11 +141,65 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def add_split_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder written by `tensorgpt export`")
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """Add decode.onnx + body.onnx to a folder exported before `export` wrote them."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from tensorgpt.export.manifest import write_manifest
+    from tensorgpt.export.split_load import add_split_load
+    from tensorgpt.export.verify import check_split
+
+    folder = Path(args.out_dir)
+    manifest_path = folder / "manifest.json"
+    if not (folder / "model.onnx").is_file() or not manifest_path.is_file():
+        raise ValueError(f"{folder} has no model.onnx and manifest.json: not an exported folder")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        config = manifest["config"]
+        shape = argparse.Namespace(
+            num_layers=config["num_layers"],
+            num_kv_heads=config["num_kv_heads"],
+            head_dim=config["head_dim"],
+        )
+        vocab = int(config["vocab_size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{manifest_path} is not a tensorgpt manifest ({exc})") from None
+    # Any fixed ids do: both sides run the same weights in onnxruntime.
+    ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % vocab
+    tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % vocab]
+    split = add_split_load(folder, lambda f: check_split(f, shape, ids, tokens))
+    manifest["split_load"] = split
+    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+    write_manifest(tmp, manifest)
+    tmp.replace(manifest_path)
+    if split is None:
+        print("nothing to split: model.onnx decodes less than 16 MB of weights at load")
+    else:
+        diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
+        print(
+            f"wrote {split['decode']} + {split['body']} ({split['bytes'] / 1e6:.2f} MB), "
+            f"max abs logit diff vs model.onnx {diff:.2e}"
+        )
+    return 0
+
+
 COMMANDS = [
     Command(
         "export",
         "compress a causal LM's token embedding and write one ONNX decoder with KV cache",
         add_export_arguments,
         run_export,
+    ),
+    Command(
+        "split",
+        "add decode.onnx + body.onnx (lower peak memory at load) to an older exported folder",
+        add_split_arguments,
+        run_split,
     ),
 ]

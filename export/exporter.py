@@ -28,8 +28,8 @@ from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
-from tensorgpt.export.split_load import write_split
-from tensorgpt.export.verify import check_split, verify
+from tensorgpt.export.split_load import add_split_load
+from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.files import sha256_file
 from tensorgpt.models import adapter_for
@@ -150,21 +150,19 @@ def export_model(
 
 
 def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:
-    """decode.onnx + body.onnx beside model.onnx (export/split_load.py), checked in onnxruntime.
-
-    They let the runtime load with about half the peak memory; model.onnx stays complete."""
-    split = write_split(stage)
-    if split is None:
-        return None
-    split["model_sha256"] = sha256_file(stage / "model.onnx")
-    split["bytes"] = sum((stage / split[k]).stat().st_size for k in ("decode", "body"))
-    split["verification"] = check_split(stage, adapter, tokenizer, report["greedy_tokens"])
-    if not split["verification"]["passed"]:
-        diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
-        raise VerificationError(
-            f"split load differs from model.onnx: max abs logit diff {diff:.3g}"
+    """decode.onnx + body.onnx beside model.onnx (export/split_load.py), checked in onnxruntime
+    on the parity check's prompt and tokens. They let the runtime load with about half the
+    peak memory; model.onnx stays complete."""
+    shape = adapter.shape()
+    ids = prompt_ids(tokenizer, shape.vocab_size)
+    try:
+        split = add_split_load(
+            stage, lambda folder: check_split(folder, shape, ids, report["greedy_tokens"])
         )
-    log(f"split load: {split['frontier_tensors']} decoded tensors, checked against model.onnx")
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
+    if split is not None:
+        log(f"split load: {split['frontier_tensors']} decoded tensors, checked against model.onnx")
     return split
 
 

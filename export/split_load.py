@@ -17,7 +17,7 @@ What is written beside model.onnx (model.onnx itself is untouched and stays self
 Neither copies weight bytes: their initializers are ONNX external-data references into
 model.onnx itself (the raw bytes of a tensor sit contiguously inside the protobuf file), or
 into model.onnx.data for a model saved with external data. Tensors that cannot be located
-(small ones, or ones not stored as raw bytes) are copied inline; they are a few KB.
+(under 256 bytes, or not stored as raw bytes) are copied inline.
 
 The decode subgraph: nodes whose inputs are all initializers, Constant outputs or outputs of
 other decode nodes, with at least one initializer among their ancestors (a pure-Constant cone,
@@ -39,7 +39,7 @@ BODY_FILE = "body.onnx"
 # (the runtime supplies the data with SessionOptions.add_initializer, which uses the caller's
 # buffer without a copy, but checks that the location exists); a read would fail on the length.
 PLACEHOLDER_LOCATION = "decoded-at-load.missing"
-_INLINE_BELOW = 4096  # bytes; smaller tensors are copied into the graph that needs them
+_INLINE_BELOW = 256  # bytes; smaller tensors are copied (a reference costs about 80 bytes)
 _RAW_DATA_TAG = 0x4A  # TensorProto.raw_data: field 9, length-delimited
 _NAME_TAG = 0x42  # TensorProto.name: field 8, length-delimited
 
@@ -245,6 +245,26 @@ def write_split(folder: Path, frontier_shapes: dict[str, tuple[int, list[int]]] 
             if name not in offsets and inits[name].data_location != TensorProto.EXTERNAL
         ),
     }
+
+
+def add_split_load(folder: Path, check) -> dict | None:
+    """write_split, then `check(folder)` (a verification dict with `passed`); the summary
+    for the manifest's `split_load`, or None when there is nothing worth splitting.
+    On a failed check the two files are removed and ValueError says so."""
+    from tensorgpt.files import sha256_file
+
+    split = write_split(folder)
+    if split is None:
+        return None
+    split["model_sha256"] = sha256_file(folder / "model.onnx")
+    split["bytes"] = sum((folder / split[k]).stat().st_size for k in ("decode", "body"))
+    split["verification"] = check(folder)
+    if not split["verification"]["passed"]:
+        for k in ("decode", "body"):
+            (folder / split[k]).unlink()
+        diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
+        raise ValueError(f"split load differs from model.onnx: max abs logit diff {diff:.3g}")
+    return split
 
 
 def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:

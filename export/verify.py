@@ -48,12 +48,13 @@ def _torch_run(model, ids: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
 
 
 def _ort_run(session, shape, ids: np.ndarray, tokens: list[int]) -> list[np.ndarray]:
+    """Logits of the prompt, then of each of `tokens` fed one at a time through the cache."""
     names = [
         f"past_key_values.{i}.{kv}" for i in range(shape.num_layers) for kv in ("key", "value")
     ]
     past = {n: np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32) for n in names}
     feed_ids, logits, total = ids, [], 0
-    for step in range(DECODE_STEPS + 1):
+    for step in range(len(tokens) + 1):
         seq = feed_ids.shape[1]
         feeds = {
             "input_ids": feed_ids,
@@ -65,20 +66,19 @@ def _ort_run(session, shape, ids: np.ndarray, tokens: list[int]) -> list[np.ndar
         logits.append(outputs[0][0])
         past = dict(zip(names, outputs[1:]))
         total += seq
-        if step < DECODE_STEPS:
+        if step < len(tokens):
             feed_ids = np.asarray([[tokens[step]]], dtype=np.int64)
     return logits
 
 
-def check_split(folder, adapter: ModelAdapter, tokenizer, tokens: list[int]) -> dict:
-    """The split load (decode.onnx + body.onnx) against model.onnx, both in onnxruntime, on
-    the parity check's prompt and greedy tokens: they must give the same logits."""
+def check_split(folder, shape, ids: np.ndarray, tokens: list[int]) -> dict:
+    """The split load (decode.onnx + body.onnx) against model.onnx, both in onnxruntime: a
+    prompt `ids` (1, n), then `tokens` fed one by one; they must give the same logits.
+    `shape` needs num_layers, num_kv_heads and head_dim."""
     import onnxruntime as ort
 
     from tensorgpt.export.split_load import open_split
 
-    shape = adapter.shape()
-    ids = prompt_ids(tokenizer, shape.vocab_size)
     whole = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     expected = _ort_run(whole, shape, ids, tokens)
     del whole  # one folded session at a time

@@ -3,8 +3,10 @@
 Numbers: session load time, time to first token (the prompt's forward plus the first greedy
 choice), per-token decode latency (median, p90) and tokens per second, and memory: the RSS
 before and after loading the session (the delta is what the session itself holds, including
-constant-folded initializers) and the process's peak RSS (VmHWM, ru_maxrss off Linux). For a
-clean peak per model, run each bench in its own process (benchmarks/runtime_speed.py does).
+constant-folded initializers), the peak RSS while the session loads (Linux: the high-water
+mark is reset just before loading) and the process's peak RSS (VmHWM, ru_maxrss off Linux).
+For a clean peak per model, run each bench in its own process (benchmarks/runtime_speed.py
+does).
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ def current_rss_bytes() -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> bool:
+    """Start a new high-water mark, so that `peak_rss_bytes` measures from now on.
+
+    Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS. Returns False
+    where that is not possible (then the peak is the whole process's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def peak_rss_bytes() -> int:
@@ -104,11 +119,13 @@ def bench(
     """Load the folder and time greedy generation; see the module docstring for the fields."""
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    fresh_peak = reset_peak_rss()
     rss_before = current_rss_bytes()
     start = time.perf_counter()
     model = ExportedModel(folder, threads=threads, split=split)
     load_s = time.perf_counter() - start
     rss_after = current_rss_bytes()
+    load_peak = peak_rss_bytes() if fresh_peak else None
     check_lengths(model, prompt_tokens, decode_tokens)
     # Random in-range ids: speed does not depend on which tokens, and no tokenizer is needed.
     rng = np.random.default_rng(seed)
@@ -139,5 +156,6 @@ def bench(
         "rss_load_delta_mb": _mb(
             None if rss_before is None or rss_after is None else rss_after - rss_before
         ),
+        "load_peak_rss_mb": _mb(load_peak),
         "peak_rss_mb": _mb(peak_rss_bytes()),
     }

@@ -209,7 +209,8 @@ def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
         decode_tokens=speed.decode_tokens,
         repeats=speed.repeats,
     )
-    return {k: result[k] for k in ("decode_ms_median", "decode_ms_p90", "load_s", "ttft_ms")}
+    keys = ("decode_ms_median", "decode_ms_p90", "load_s", "ttft_ms", "load_peak_rss_mb")
+    return {k: result[k] for k in keys}
 
 
 # ---------------------------------------------------------------------------- the comparison
@@ -269,6 +270,7 @@ def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
         "ppl_change_pct": None,
         "decode_ms": None,
         "load_s": None,
+        "load_peak_mb": None,
         "pareto": None,
     }
 
@@ -316,6 +318,9 @@ def compare(
                 timing = measure_speed(row["folder"], speed)
                 if row["decode_ms"] is None or timing["decode_ms_median"] < row["decode_ms"]:
                     row["decode_ms"], row["load_s"] = timing["decode_ms_median"], timing["load_s"]
+                peak = timing["load_peak_rss_mb"]
+                if peak is not None and (row["load_peak_mb"] is None or peak < row["load_peak_mb"]):
+                    row["load_peak_mb"] = peak
         for row in rows:
             log(f"{row['name']}: {row['decode_ms']:.1f} ms/token")
 
@@ -369,6 +374,7 @@ COLUMNS = (
         "ms/token",
         lambda r: _fmt(r["decode_ms"], "{:.1f}" if (r["decode_ms"] or 0) >= 10 else "{:.2f}"),
     ),
+    ("load peak MB", lambda r: _fmt(r["load_peak_mb"], "{:.0f}")),
     ("front", lambda r: {True: "yes", False: "", None: "-"}[r["pareto"]]),
 )
 
@@ -409,6 +415,8 @@ def _column_has_data(header: str, report: dict) -> bool:
         return report["text"] is not None
     if header == "ms/token":
         return report["speed"] is not None
+    if header == "load peak MB":
+        return any(r.get("load_peak_mb") is not None for r in report["rows"])
     if header in ("file x",):
         return report["baseline"] is not None
     return True
@@ -467,6 +475,13 @@ def describe_setup(report: dict) -> list[str]:
                 else "."
             )
         )
+        if any(r.get("load_peak_mb") is not None for r in report["rows"]):
+            lines.append(
+                "load peak MB: resident memory of the timing process at its highest while the "
+                "variant's session loads (high-water mark reset just before; lowest over the "
+                "rounds), the Python process itself included; decode.onnx + body.onnx are used "
+                "where the export wrote them."
+            )
     lines.append(
         "Sizes: model.onnx bytes (MB = 10^6 bytes). `emb x`: dense fp32 table bytes / stored "
         "embedding bytes. MAE, norm-MAE (MAE / value range), rel err (relative Frobenius): "

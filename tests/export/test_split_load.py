@@ -145,3 +145,35 @@ def test_split_of_a_small_graph_matches_it(tmp_path, monkeypatch, external):
     split = split_load.open_split(tmp_path).run(None, {"x": x})[0]
     np.testing.assert_array_equal(split, whole)
     np.testing.assert_allclose(whole, x @ (w * 0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_split_command_adds_the_files_to_an_older_export(split_export, tmp_path, capsys):
+    import json
+    import shutil
+
+    from tensorgpt.cli import main
+
+    folder = tmp_path / "older"
+    shutil.copytree(split_export[0], folder)
+    for name in (split_load.DECODE_FILE, split_load.BODY_FILE):
+        (folder / name).unlink()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.pop("split_load")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(split_load, "MIN_FRONTIER_BYTES", 0)
+        assert main(["split", str(folder)]) == 0
+    assert "max abs logit diff vs model.onnx" in capsys.readouterr().out
+    split = json.loads((folder / "manifest.json").read_text())["split_load"]
+    assert split["verification"]["passed"]
+    assert (folder / split_load.DECODE_FILE).read_bytes() == (
+        split_export[0] / split_load.DECODE_FILE
+    ).read_bytes()
+
+
+def test_split_command_rejects_a_non_export(tmp_path, capsys):
+    from tensorgpt.cli import main
+
+    assert main(["split", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not an exported folder" in err and "\n" not in err

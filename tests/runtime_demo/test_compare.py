@@ -238,7 +238,13 @@ def test_timing_rounds_interleave_and_keep_the_best(
     def fake_speed(folder, speed):
         calls.append(Path(folder).name)
         ms = slow_then_fast[sum(c == Path(folder).name for c in calls) - 1]
-        return {"decode_ms_median": ms, "decode_ms_p90": ms, "load_s": ms / 10, "ttft_ms": ms}
+        return {
+            "decode_ms_median": ms,
+            "decode_ms_p90": ms,
+            "load_s": ms / 10,
+            "ttft_ms": ms,
+            "load_peak_rss_mb": 100 * ms,
+        }
 
     monkeypatch.setattr(cmp, "measure_speed", fake_speed)
     report = compare(exports[:2], None, SpeedOptions(rounds=3), use_cache=False)
@@ -246,3 +252,4 @@ def test_timing_rounds_interleave_and_keep_the_best(
     assert calls == names * 3
     assert [r["decode_ms"] for r in report["rows"]] == [5.0, 5.0]
     assert [r["load_s"] for r in report["rows"]] == [0.5, 0.5]
+    assert [r["load_peak_mb"] for r in report["rows"]] == [500.0, 500.0]  # lowest round

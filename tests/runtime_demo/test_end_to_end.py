@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,9 @@ def test_bench_cli_json(exported, capsys) -> None:
     assert report["threads"] == 1 and report["prompt_tokens"] == 16
     assert 0 < report["decode_ms_median"] <= report["decode_ms_p90"]
     assert report["tokens_per_s"] > 0 and report["peak_rss_mb"] >= report["rss_after_load_mb"] > 0
+    if sys.platform == "linux":  # the high-water mark is reset before loading
+        assert report["peak_rss_mb"] >= report["load_peak_rss_mb"] >= report["rss_after_load_mb"]
+    assert report["load_mode"] == "whole"  # a tiny fp32 export has nothing to split
 
 
 def test_truncated_real_model(exported, tmp_path, capsys) -> None:
