@@ -84,6 +84,11 @@ perplexity on the first 8192 tokens (design.md's 25.49 is on the first 2048).
   method changes decode time by less than the run-to-run noise (its head is rebuilt once, at
   session load). The machine is shared (its load is printed with the table): on a busy
   machine every ms/token here was up to twice as high, so compare within one table only.
+- Memory while loading (`load peak MB`, measured inside the timing process): 0.77 GB for
+  fp32 and 1.4-1.6 GB for the q4 variants, which decode 0.54 GB of fp32 weights at load
+  with `decode.onnx` + `body.onnx`. Loading the q4 model.onnx files alone peaks at 2.1-2.7 GB.
+  Run in a fresh process, `tensorgpt bench` gives 1.45 GB for `tc2.2+q4` and 1.14 GB for `q4`
+  (docs/quality_notes.md, "Load-time memory").
 - `svd-k229` takes k from the paper's parameter count for TT rank 4 (232 per token, 45.6 MB);
   the exporter stores TT rank 4's four token-independent cores once (38.1 MB as stored), so
   the SVD baseline holds 1.19x the bytes of `tt-r4`, and still breaks the model.
