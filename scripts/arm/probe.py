@@ -98,6 +98,7 @@ def probe_export(args: argparse.Namespace) -> None:
         "tensorgpt": str(Path(sys.modules["tensorgpt"].__file__).parent),
         "folder": str(model.folder),
         "method": model.manifest.get("method"),
+        "load_mode": model.load_mode,  # "split": decode.onnx + body.onnx, else model.onnx
         "prompt": args.prompt,
         "prompt_ids": prompt_ids,
         "tokens": ids,
@@ -235,6 +236,8 @@ def compare(args: argparse.Namespace) -> int:
     print(f"    arm:  {_short(arm['tokens'])}")
     if host["kind"] == "export":
         print(f"    text: {host['text']!r}")
+    if host["kind"] == "export":
+        row("load", host.get("load_mode"), arm.get("load_mode"))
     row("perplexity", f"{host['perplexity']:.6f}", f"{arm['perplexity']:.6f}")
     for key in host["tokens_per_second"]:
         row(
@@ -259,6 +262,7 @@ def compare(args: argparse.Namespace) -> int:
         "perplexity_rel_diff": rel,
         "tokens_per_second_host": host["tokens_per_second"],
         "tokens_per_second_arm": arm["tokens_per_second"],
+        "load_mode": [host.get("load_mode"), arm.get("load_mode")],
     }
     print("ARM_CHECK_RESULT " + json.dumps(summary))
     return 0 if passed else 1
