@@ -3,7 +3,7 @@
 Why: the q4 weights and a compressed table are rebuilt by initializer-only subgraphs that
 onnxruntime constant-folds at session load. Its folding pass keeps every folded tensor until
 the pass ends, so the load peak is about the *sum* of all decode outputs and intermediates
-(2.8 GB for a 75 MB SmolLM2 file; docs/quality_notes.md, "Load-time memory"). Running the same
+(2.7 GB for a 75 MB SmolLM2 file; docs/quality_notes.md, "Load-time memory"). Running the same
 subgraph as an ordinary graph frees each intermediate after its last use instead.
 
 What is written beside model.onnx (model.onnx itself is untouched and stays self-contained):
@@ -35,9 +35,9 @@ from onnx import TensorProto, helper
 
 DECODE_FILE = "decode.onnx"
 BODY_FILE = "body.onnx"
-# Placeholder of a frontier tensor: external data of length 0 in model.onnx. It is never read
-# (the runtime supplies the data with SessionOptions.add_initializer, which uses the caller's
-# buffer without a copy, but checks that the location exists); a read would fail on the length.
+# Placeholder of a frontier tensor: external data in a file that does not exist. The runtime
+# replaces it with SessionOptions.add_external_initializers, which wants exactly such an
+# external-data placeholder and never reads it; anything that did read it would fail loudly.
 PLACEHOLDER_LOCATION = "decoded-at-load.missing"
 _INLINE_BELOW = 256  # bytes; smaller tensors are copied (a reference costs about 80 bytes)
 _RAW_DATA_TAG = 0x4A  # TensorProto.raw_data: field 9, length-delimited
@@ -177,12 +177,12 @@ def _reference(tensor: TensorProto, offsets: dict[str, tuple[int, int]]) -> Tens
     return ref
 
 
-def write_split(folder: Path, frontier_shapes: dict[str, tuple[int, list[int]]] | None = None):
+def write_split(folder: Path) -> dict | None:
     """Write decode.onnx and body.onnx beside folder/model.onnx; returns a summary or None.
 
-    None (and nothing written) when model.onnx has no decode subgraph (an fp32 export).
-    `frontier_shapes` maps frontier names to (onnx dtype, dims); by default they are found by
-    running decode.onnx once with onnxruntime.
+    None (and nothing written) when model.onnx decodes less than MIN_FRONTIER_BYTES at load
+    (an fp32 export decodes nothing). The placeholders' dtypes and shapes come from running
+    decode.onnx once with onnxruntime.
     """
     model_path = folder / "model.onnx"
     model = onnx.load(str(model_path), load_external_data=False)
@@ -210,8 +210,7 @@ def write_split(folder: Path, frontier_shapes: dict[str, tuple[int, list[int]]] 
     decode_model = _like(model, decode_graph)
     decode_path = folder / DECODE_FILE
     _save_atomic(decode_model, decode_path)
-    if frontier_shapes is None:
-        frontier_shapes = _frontier_shapes(decode_path)
+    frontier_shapes = _frontier_shapes(decode_path)
     decoded_bytes = sum(
         int(np.prod(dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(dtype).itemsize
         for dtype, dims in frontier_shapes.values()

@@ -91,8 +91,8 @@ def open_split_session(
     """Run the weight-decode graph once, then open the body with its outputs as initializers.
 
     Why: folding the decode subgraph inside model.onnx keeps every folded tensor until the
-    pass ends (2.8 GB peak for a 75 MB SmolLM2 file); running it as a plain graph frees each
-    intermediate after its last use (1.46 GB), and the body session is the same graph with
+    pass ends (2.7 GB peak for a 75 MB SmolLM2 file); running it as a plain graph frees each
+    intermediate after its last use (1.45 GB), and the body session is the same graph with
     the same optimizations, so the logits are the same. onnxruntime copies the supplied
     tensors into the graph (documented for AddExternalInitializers), so they can go afterwards.
     """
