@@ -147,37 +147,21 @@ def add_split_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_split(args: argparse.Namespace) -> int:
     """Add decode.onnx + body.onnx to a folder exported before `export` wrote them."""
-    from pathlib import Path
-
     import numpy as np
 
     from tensorgpt.export.manifest import write_manifest
     from tensorgpt.export.split_load import add_split_load
     from tensorgpt.export.verify import check_split
+    from tensorgpt.runtime_demo.manifest import check_folder, load_manifest
 
-    folder = Path(args.out_dir)
-    manifest_path = folder / "manifest.json"
-    if not (folder / "model.onnx").is_file() or not manifest_path.is_file():
-        raise ValueError(f"{folder} has no model.onnx and manifest.json: not an exported folder")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        config = manifest["config"]
-        shape = argparse.Namespace(
-            num_layers=config["num_layers"],
-            num_kv_heads=config["num_kv_heads"],
-            head_dim=config["head_dim"],
-        )
-        vocab = int(config["vocab_size"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{manifest_path} is not a tensorgpt manifest ({exc})") from None
+    folder = check_folder(args.out_dir)
+    manifest, config = load_manifest(folder)  # config: layers, KV heads, head size, vocab
     # Any fixed ids do: both sides run the same weights in onnxruntime.
-    ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % vocab
-    tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % vocab]
-    split = add_split_load(folder, lambda f: check_split(f, shape, ids, tokens))
+    ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % config.vocab_size
+    tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % config.vocab_size]
+    split = add_split_load(folder, lambda f: check_split(f, config, ids, tokens))
     manifest["split_load"] = split
-    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
-    write_manifest(tmp, manifest)
-    tmp.replace(manifest_path)
+    write_manifest(folder / "manifest.json", manifest)
     if split is None:
         print("nothing to split: model.onnx decodes less than 16 MB of weights at load")
     else:

@@ -31,7 +31,7 @@ from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
-from tensorgpt.files import sha256_file
+from tensorgpt.files import model_file_bytes, sha256_file
 from tensorgpt.models import adapter_for
 
 QUANTIZE = ("none", "int8", "ort-int8", "q4")
@@ -129,7 +129,7 @@ def export_model(
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
         manifest["weight_quantization"] = weights_report
         _set_metadata(model_path, mf.metadata_props(manifest))
-        manifest["bytes"]["file"] = mf.folder_bytes(stage)
+        manifest["bytes"]["file"] = model_file_bytes(stage)
         if report["passed"]:
             manifest["split_load"] = _write_split_load(
                 stage, adapter, loaded.tokenizer, report, log

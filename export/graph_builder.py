@@ -42,12 +42,19 @@ class GraphBuilder:
         return out
 
 
-def nibble_pairs(b: GraphBuilder, packed: str, axis: int) -> str:
-    """uint8 bytes holding two 4-bit codes (low nibble first) -> the codes, a new axis of 2
-    inserted at `axis` (low, high). BitwiseAnd/BitShift over initializers fold at load."""
+def nibbles(b: GraphBuilder, packed: str) -> tuple[str, str]:
+    """uint8 bytes holding two 4-bit codes -> (low nibbles, high nibbles), both uint8.
+    BitwiseAnd/BitShift over initializers fold at load."""
     low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
     high = b.op(
         "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
     )
+    return low, high
+
+
+def nibble_pairs(b: GraphBuilder, packed: str, axis: int) -> str:
+    """uint8 bytes holding two 4-bit codes (low nibble first) -> the codes, a new axis of 2
+    inserted at `axis` (low, high)."""
+    low, high = nibbles(b, packed)
     at = b.ints(f"nibble_axis{axis}", [axis])
     return b.op("Concat", [b.op("Unsqueeze", [low, at]), b.op("Unsqueeze", [high, at])], axis=axis)

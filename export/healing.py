@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorgpt.files import write_atomic
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable, int8_rows
 
 
@@ -297,7 +299,7 @@ def heal(
 
     def save() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        buffer = io.BytesIO()
         torch.save(
             {
                 "key": key,
@@ -308,9 +310,9 @@ def heal(
                 "history": history,
                 "seconds": seconds,
             },
-            tmp,
+            buffer,
         )
-        os.replace(tmp, path)
+        write_atomic(path, buffer.getvalue())
 
     order = np.random.default_rng(config.seed).permutation(
         np.resize(np.arange(len(windows)), config.steps * config.windows_per_step)

@@ -7,12 +7,12 @@ that got separated from its folder still says what it is.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import onnx
 
 from tensorgpt import __version__
+from tensorgpt.files import write_atomic
 
 FORMAT = "tensorgpt-export"
 FORMAT_VERSION = 1
@@ -40,12 +40,8 @@ def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
     return count * itemsize
 
 
-def folder_bytes(folder: Path, names: tuple[str, ...] = ("model.onnx", "model.onnx.data")) -> int:
-    return sum(os.path.getsize(folder / n) for n in names if (folder / n).exists())
-
-
 def write_manifest(path: Path, manifest: dict) -> None:
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
 def metadata_props(manifest: dict) -> dict[str, str]:

@@ -12,7 +12,8 @@ What is written beside model.onnx (model.onnx itself is untouched and stays self
                   of the model (the "frontier": decoded weights, the rebuilt table).
     body.onnx     model.onnx without the decode nodes; each frontier tensor is a placeholder
                   initializer whose data the runtime supplies at load
-                  (SessionOptions.add_external_initializers).
+                  (runtime_demo/session.py, `open_split_session`, which the export's
+                  parity check uses too).
 
 Neither copies weight bytes: their initializers are ONNX external-data references into
 model.onnx itself (the raw bytes of a tensor sit contiguously inside the protobuf file), or
@@ -26,12 +27,13 @@ such as a shape vector, stays in the body).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from tensorgpt.files import sha256_file, write_atomic
 
 DECODE_FILE = "decode.onnx"
 BODY_FILE = "body.onnx"
@@ -209,7 +211,7 @@ def write_split(folder: Path) -> dict | None:
     )
     decode_model = _like(model, decode_graph)
     decode_path = folder / DECODE_FILE
-    _save_atomic(decode_model, decode_path)
+    write_atomic(decode_path, decode_model.SerializeToString())
     frontier_shapes = _frontier_shapes(decode_path)
     decoded_bytes = sum(
         int(np.prod(dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(dtype).itemsize
@@ -231,7 +233,7 @@ def write_split(folder: Path) -> dict | None:
         [_reference(inits[name], offsets) for name in inits if name in body_inputs] + placeholders,
     )
     body_model = _like(model, body_graph)
-    _save_atomic(body_model, folder / BODY_FILE)
+    write_atomic(folder / BODY_FILE, body_model.SerializeToString())
     return {
         "decode": DECODE_FILE,
         "body": BODY_FILE,
@@ -250,8 +252,6 @@ def add_split_load(folder: Path, check) -> dict | None:
     """write_split, then `check(folder)` (a verification dict with `passed`); the summary
     for the manifest's `split_load`, or None when there is nothing worth splitting.
     On a failed check the two files are removed and ValueError says so."""
-    from tensorgpt.files import sha256_file
-
     split = write_split(folder)
     if split is None:
         return None
@@ -274,41 +274,11 @@ def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
     return out
 
 
-def _save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(model.SerializeToString())
-    os.replace(tmp, path)
-
-
-def _run_decode(decode_path: Path) -> tuple[list[str], list[np.ndarray]]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(decode_path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return names, session.run(names, {})
-
-
 def _frontier_shapes(decode_path: Path) -> dict[str, tuple[int, list[int]]]:
-    names, values = _run_decode(decode_path)
+    from tensorgpt.runtime_demo.session import decode_weights
+
+    names, values = decode_weights(decode_path, threads=None)
     return {
         n: (helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
         for n, v in zip(names, values, strict=True)
     }
-
-
-def open_split(folder: Path):
-    """An onnxruntime session over decode.onnx + body.onnx, loaded as the runtime loads them
-    (runtime_demo/session.py `open_split_session`); used by the export's parity check."""
-    import onnxruntime as ort
-
-    names, values = _run_decode(folder / DECODE_FILE)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(v) for v in values])
-    return ort.InferenceSession(
-        str(folder / BODY_FILE), sess_options=options, providers=["CPUExecutionProvider"]
-    )

@@ -77,12 +77,19 @@ def check_split(folder, shape, ids: np.ndarray, tokens: list[int]) -> dict:
     `shape` needs num_layers, num_kv_heads and head_dim."""
     import onnxruntime as ort
 
-    from tensorgpt.export.split_load import open_split
+    from tensorgpt.export.split_load import BODY_FILE, DECODE_FILE
+    from tensorgpt.runtime_demo.session import open_split_session, session_options
 
-    whole = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    whole = ort.InferenceSession(
+        str(folder / "model.onnx"), session_options(None), providers=["CPUExecutionProvider"]
+    )
     expected = _ort_run(whole, shape, ids, tokens)
     del whole  # one folded session at a time
-    got = _ort_run(open_split(folder), shape, ids, tokens)
+    # the runtime's own loader, so the check covers exactly what `tensorgpt run` will do
+    split = open_split_session(
+        folder / DECODE_FILE, folder / BODY_FILE, session_options(None), threads=None
+    )
+    got = _ort_run(split, shape, ids, tokens)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
     return {"max_abs_logit_diff_vs_model_onnx": diff, "passed": diff <= FP32_TOLERANCE}
 

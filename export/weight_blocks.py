@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.export.graph_builder import GraphBuilder, nibbles
 
 BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
@@ -68,10 +68,7 @@ def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int
     Every output here is folded and held until the folding pass ends: one uint8 pass per
     nibble plane, one uint8 concat, then the four fp32 tensors that cannot be avoided (Cast,
     Mul, Add, and the Reshape that drops the block axis the scales broadcast over)."""
-    low = b.op("BitwiseAnd", [packed, b.const("nibble_mask", np.array(15, np.uint8))])
-    high = b.op(
-        "BitShift", [packed, b.const("nibble_shift", np.array(4, np.uint8))], direction="RIGHT"
-    )
+    low, high = nibbles(b, packed)  # elements j and j + 16 of each block
     q = b.op("Cast", [b.op("Concat", [low, high], axis=1)], to=1)  # (K/32, 32, N)
     d = b.op("Cast", [scale], to=1)
     m = b.op("Cast", [minimum], to=1)

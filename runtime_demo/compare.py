@@ -12,7 +12,6 @@ latencies only compare when all variants are timed in the same run, on the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tensorgpt.files import MODEL_FILES, model_file_bytes, sha256_file, write_atomic
 
 from .manifest import load_manifest
 
@@ -103,7 +104,7 @@ def is_uncompressed(manifest: dict) -> bool:
 def file_key(folder: Path) -> dict[str, list[int]]:
     """size and mtime of the weights: cheap to read, changes whenever the export is redone."""
     key = {}
-    for name in ("model.onnx", "model.onnx.data"):
+    for name in MODEL_FILES:
         path = folder / name
         if path.exists():
             st = path.stat()
@@ -125,17 +126,11 @@ def _load_cache(folder: Path) -> dict[str, Any]:
 def _store_cache(folder: Path, key: str, value: dict, log: Log) -> None:
     entries = _load_cache(folder)
     entries[key] = value
-    tmp = folder / f"{CACHE_NAME}.tmp-{os.getpid()}"
+    data = json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1).encode()
     try:
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1))
-        os.replace(tmp, folder / CACHE_NAME)  # atomic: an interrupted write keeps the old cache
+        write_atomic(folder / CACHE_NAME, data)  # an interrupted write keeps the old cache
     except OSError as exc:  # a read-only folder still compares, it just re-measures next time
         log(f"cannot cache measurements in {folder}: {exc}")
-        tmp.unlink(missing_ok=True)
-
-
-def sha256_text_file(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
@@ -180,7 +175,7 @@ def measure_perplexity(
     from .tokenizer import encode, load_tokenizer
 
     folder = Path(folder)
-    text_sha = sha256_text_file(text.path)
+    text_sha = sha256_file(text.path)
     key = _perplexity_key(folder, text, text_sha)
     if use_cache and key in (cached := _load_cache(folder)):
         return {**cached[key], "cached": True}
@@ -234,15 +229,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def folder_file_bytes(folder: Path) -> int:
-    """What the user copies to the device: model.onnx plus its external data, if any."""
-    return sum(
-        (folder / n).stat().st_size
-        for n in ("model.onnx", "model.onnx.data")
-        if (folder / n).exists()
-    )
-
-
 def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
     b = manifest.get("bytes") or {}
     rec = manifest.get("reconstruction") or {}
@@ -258,7 +244,7 @@ def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
             if v not in (None, False)
         },
         "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
-        "file_bytes": folder_file_bytes(folder),
+        "file_bytes": model_file_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
         "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
         "file_ratio": None,
@@ -332,7 +318,7 @@ def compare(
         r["pareto"] = bool(r["pareto"])
     return {
         "baseline": base["name"] if base else None,
-        "text": None if text is None else {**asdict(text), "sha256": sha256_text_file(text.path)},
+        "text": None if text is None else {**asdict(text), "sha256": sha256_file(text.path)},
         "speed": None if speed is None else {**asdict(speed), **machine},
         "rows": rows,
     }

@@ -96,16 +96,21 @@ def open_split_session(
     the same optimizations, so the logits are the same. onnxruntime copies the supplied
     tensors into the graph (documented for AddExternalInitializers), so they can go afterwards.
     """
-    decode_options = ort.SessionOptions()
-    decode_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    decode_options.intra_op_num_threads = threads or 0
-    decode_options.log_severity_level = 3
-    decoder = ort.InferenceSession(str(decode), decode_options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in decoder.get_outputs()]
-    values = decoder.run(names, {})
-    del decoder
+    names, values = decode_weights(decode, threads)
     options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(v) for v in values])
     return ort.InferenceSession(str(body), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def decode_weights(decode: Path, threads: int | None) -> tuple[list[str], list[np.ndarray]]:
+    """Run decode.onnx (no inputs) as a plain graph: optimizations off, so nothing is folded
+    and each intermediate is freed after its last use. Returns its output names and values."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads or 0
+    options.log_severity_level = 3
+    decoder = ort.InferenceSession(str(decode), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in decoder.get_outputs()]
+    return names, decoder.run(names, {})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -236,7 +236,6 @@ def compare(args: argparse.Namespace) -> int:
     print(f"    arm:  {_short(arm['tokens'])}")
     if host["kind"] == "export":
         print(f"    text: {host['text']!r}")
-    if host["kind"] == "export":
         row("load", host.get("load_mode"), arm.get("load_mode"))
     row("perplexity", f"{host['perplexity']:.6f}", f"{arm['perplexity']:.6f}")
     for key in host["tokens_per_second"]:

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tensorgpt.export import split_load
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
+from tensorgpt.runtime_demo.session import open_split_session, session_options
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,12 @@ def test_split_of_a_small_graph_matches_it(tmp_path, monkeypatch, external):
     assert summary is not None and summary["frontier_tensors"] == 1
     x = rng.standard_normal((2, 64)).astype(np.float32)
     whole = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"x": x})[0]
-    split = split_load.open_split(tmp_path).run(None, {"x": x})[0]
+    split = open_split_session(
+        tmp_path / split_load.DECODE_FILE,
+        tmp_path / split_load.BODY_FILE,
+        session_options(None),
+        threads=None,
+    ).run(None, {"x": x})[0]
     np.testing.assert_array_equal(split, whole)
     np.testing.assert_allclose(whole, x @ (w * 0.5), rtol=1e-5, atol=1e-5)
 
