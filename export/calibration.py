@@ -12,21 +12,9 @@ evaluation text: reported perplexities use wikitext-2 test, calibration uses val
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 WINDOW = 512
-
-
-def read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--calib-text: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError(f"--calib-text: {path} is empty")
-    return text
 
 
 def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str, np.ndarray]:

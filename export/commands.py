@@ -5,24 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command, int_list
 
 # Mirrors export.compress.METHODS (not imported here: that module pulls in onnx).
 METHOD_CHOICES = ["none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows", "tc"]
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(
-            int(v) for v in text.replace("x", ",").replace("*", ",").split(",") if v.strip()
-        )
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 4,4,4,4,3, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,12 +35,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--factors",
-        type=_int_list,
+        type=int_list,
         help="tt: mode sizes of a row (default: 2s over the row padded to a power of two); "
         "tt-matrix: factors of the hidden size",
     )
     p.add_argument(
-        "--vocab-factors", type=_int_list, help="tt-matrix: factors of the (padded) vocabulary"
+        "--vocab-factors", type=int_list, help="tt-matrix: factors of the (padded) vocabulary"
     )
     p.add_argument(
         "--rel-error", type=float, help="error-bounded TT-SVD: target relative error per row"
@@ -149,19 +135,20 @@ def run_split(args: argparse.Namespace) -> int:
     """Add decode.onnx + body.onnx to a folder exported before `export` wrote them."""
     import numpy as np
 
+    from tensorgpt.common.contract import MANIFEST_FILE, Manifest, check_folder
     from tensorgpt.export.manifest import write_manifest
     from tensorgpt.export.split_load import add_split_load
     from tensorgpt.export.verify import check_split
-    from tensorgpt.runtime_demo.manifest import check_folder, load_manifest
 
     folder = check_folder(args.out_dir)
-    manifest, config = load_manifest(folder)  # config: layers, KV heads, head size, vocab
+    manifest = Manifest.read(folder)
+    config = manifest.config  # layers, KV heads, head size, vocab
     # Any fixed ids do: both sides run the same weights in onnxruntime.
     ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % config.vocab_size
     tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % config.vocab_size]
     split = add_split_load(folder, lambda f: check_split(f, config, ids, tokens))
-    manifest["split_load"] = split
-    write_manifest(folder / "manifest.json", manifest)
+    manifest.split_load = split
+    write_manifest(folder / MANIFEST_FILE, manifest)
     if split is None:
         print("nothing to split: model.onnx decodes less than 16 MB of weights at load")
     else:

@@ -134,13 +134,14 @@ def compress_embedding(
 
 
 def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[EmbeddingGraph, dict]:
-    from tensorgpt.export.calibration import compute_stats, read_text, sensitivity_metric
+    from tensorgpt.common.files import read_text
+    from tensorgpt.export.calibration import compute_stats, sensitivity_metric
     from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
     from tensorgpt.tt_ops.transform_code import fit_transform_code
 
     if model is None or tokenizer is None:
         raise ValueError("--method tc needs the model and tokenizer for calibration")
-    text = read_text(spec.calib_text)
+    text = read_text(spec.calib_text, "--calib-text")
     stats = compute_stats(model, tokenizer, text)
     bits = spec.bits_per_weight or TC_DEFAULT_BITS
     code = fit_transform_code(

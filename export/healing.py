@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorgpt.files import write_atomic
+from tensorgpt.common.files import write_atomic
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable, int8_rows
 
 

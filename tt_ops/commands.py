@@ -12,19 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tensorgpt.cli import Command
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    """'1,2,4' -> [1, 2, 4], with a message naming the option on bad input."""
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{option} must list at least one integer, got {text!r}")
-    return values
-
+from tensorgpt.common.command import Command, int_list
 
 # ---------------------------------------------------------------- ratios
 
@@ -32,7 +20,10 @@ def _int_list(text: str, option: str) -> list[int]:
 def _add_ratios_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=768, help="embedding width D (default 768)")
     p.add_argument(
-        "--ranks", default="1,2,4,8", help="rank caps, comma-separated (default 1,2,4,8)"
+        "--ranks",
+        type=int_list,
+        default="1,2,4,8",
+        help="rank caps, comma-separated (default 1,2,4,8)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
@@ -41,7 +32,7 @@ def _run_ratios(args: argparse.Namespace) -> int:
     from .ratios import paper_ranks, paper_ratios
     from .shapes import paper_mode_sizes
 
-    rows = paper_ratios(args.dim, _int_list(args.ranks, "--ranks"))
+    rows = paper_ratios(args.dim, list(args.ranks))
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -67,13 +58,18 @@ def _add_decompose_arguments(p: argparse.ArgumentParser) -> None:
         default="tt",
         help="tt: one MPS per token (TensorGPT); tt-matrix: shared cores for the whole table",
     )
-    p.add_argument("--rank", help="rank cap, or per-bond caps 'r1,r2,...' (tt: 4, tt-matrix: 16)")
+    p.add_argument(
+        "--rank",
+        type=int_list,
+        help="rank cap, or per-bond caps 'r1,r2,...' (tt: 4, tt-matrix: 16)",
+    )
     p.add_argument(
         "--factors",
+        type=int_list,
         help="tt: mode sizes of a row, product >= D (default 2s up to a power of two); "
         "tt-matrix: dim factors, product == D",
     )
-    p.add_argument("--vocab-factors", help="tt-matrix: vocab factors, product >= V")
+    p.add_argument("--vocab-factors", type=int_list, help="tt-matrix: vocab factors, product >= V")
     p.add_argument("--rel-error", type=float, help="relative error bound eps (TT-SVD, Oseledets)")
     p.add_argument(
         "--rank-mode",
@@ -114,9 +110,9 @@ def _run_decompose(args: argparse.Namespace) -> int:
     from .storage import load_compressed, save_compressed
     from .tt_matrix import decompose_tt_matrix
 
-    rank = None if args.rank is None else _int_list(args.rank, "--rank")
+    rank = None if args.rank is None else list(args.rank)
     rank = rank[0] if rank is not None and len(rank) == 1 else rank
-    factors = None if args.factors is None else _int_list(args.factors, "--factors")
+    factors = None if args.factors is None else list(args.factors)
     if args.method == "tt" and args.vocab_factors is not None:
         raise ValueError("--vocab-factors applies to --method tt-matrix only")
     table = _load_table(args.table, args.tensor)
@@ -127,9 +123,7 @@ def _run_decompose(args: argparse.Namespace) -> int:
             table, rank=rank, mode_sizes=factors, rel_error=args.rel_error, rank_mode=args.rank_mode
         )
     else:
-        vocab = (
-            None if args.vocab_factors is None else _int_list(args.vocab_factors, "--vocab-factors")
-        )
+        vocab = None if args.vocab_factors is None else list(args.vocab_factors)
         obj = decompose_tt_matrix(
             table, vocab_factors=vocab, dim_factors=factors, rank=rank, rel_error=args.rel_error
         )
