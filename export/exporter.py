@@ -1,8 +1,8 @@
 """`tensorgpt export MODEL OUT_DIR`: load, compress the token embedding, write, verify.
 
-    load (export/load.py) -> adapter (models/) -> compress (export/compress.py, tt_ops)
-    -> body graph (export/body.py) -> attach embedding + head (export/assemble.py)
-    -> [int8 MatMuls (export/quantize.py)] -> verify (export/verify.py) -> manifest
+    load (export/load.py) -> adapter (models/) -> compress (export/methods/, tt_ops)
+    -> body graph (export/body.py) -> [quantizer hooks (export/quantizers/)]
+    -> attach embedding + head (export/assemble.py) -> verify (export/verify.py) -> manifest
 
 Everything is written into a staging folder beside OUT_DIR and renamed at the end, so a
 failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
@@ -11,6 +11,7 @@ failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import io
 import sys
@@ -38,13 +39,12 @@ from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
-from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
+from tensorgpt.export.methods import get_method
+from tensorgpt.export.quantizers import get_quantizer
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
-from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.models import adapter_for
 
-QUANTIZE = ("none", "int8", "ort-int8", "q4")
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -67,9 +67,10 @@ def export_model(
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
     spec = spec or CompressionSpec()
+    quantizer = get_quantizer(quantize)
+    if quantizer.int8_cores and get_method(spec.method).int8_cores:
+        spec = dataclasses.replace(spec, int8_cores=True)  # `--quantize int8` covers TT cores
     spec.validate()
-    if quantize not in QUANTIZE:
-        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     out_dir = Path(out_dir)
     check_target(out_dir, force)
 
@@ -91,31 +92,15 @@ def export_model(
         body_path = stage / BODY_FILE  # torch's body graph; replaced by the split's below
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
             export_body(adapter, body_path)
-        if quantize == "int8":
-            quantize_body_int8(body_path, stage / "body.int8.onnx")
-            body_path = stage / "body.int8.onnx"
-        model = load_body(body_path)
+        model = load_body(quantizer.quantize_body(body_path, stage))
         for leftover in stage.iterdir():
             leftover.unlink()
-        weights_report = None
-        if quantize == "q4":
-            decoded, weights_report = quantize_weights_q4(model)
-            # PyTorch runs the same 4-bit weights, so the parity check stays strict
-            load_decoded_into_torch(adapter.decoder_body(), decoded)
-            del decoded
-            log(
-                f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
-            )
+        weights_report = quantizer.quantize_weights(model, adapter, log)
         attach_embedding_and_head(model, embedding, untied_head, bias)
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / MODEL_FILE
-        if quantize == "ort-int8":
-            fp32_path = stage / "fp32.onnx"
-            _save(model, fp32_path)
-            quantize_all_int8(fp32_path, model_path)
-            fp32_path.unlink()
-            model = onnx.load(str(model_path))
+        model = quantizer.rewrite_file(model, model_path, _save)
         _save(model, model_path)
         parts = mf.initializer_bytes(model)
         del model  # the file is written; holding the proto during verification costs its size
@@ -133,7 +118,7 @@ def export_model(
             loaded.model,
             adapter,
             loaded.tokenizer,
-            quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
+            quantized=quantizer.dynamic_activations,
         )
 
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
