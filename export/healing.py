@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from tensorgpt.common.files import write_atomic
-from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable, int8_rows
+from tensorgpt.tt_ops.row_codecs import int8_rows
+from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
 
 
 @dataclasses.dataclass(frozen=True)

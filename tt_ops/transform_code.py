@@ -40,6 +40,8 @@ import math
 
 import numpy as np
 
+from tensorgpt.tt_ops.row_codecs import int8_rows
+
 # Distortion of the Lloyd-Max quantizer of a unit Gaussian with b bits (b = 0..8).
 _LLOYD_MAX_D = np.array(
     [1.0, 0.3634, 0.1175, 0.03454, 0.009497, 0.002499, 0.000642, 0.000163, 0.0000411]
@@ -267,14 +269,6 @@ def _lloyd(u: np.ndarray, w: np.ndarray, bits: int, iters: int = 25) -> np.ndarr
         nz = sw > 0
         cb[nz] = su[nz] / sw[nz]
     return np.sort(cb)
-
-
-def int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: codes (K, D) and the float row scales (absmax / 127; 1 for a
-    zero row), x ~ codes * scale[:, None].  The scales are folded into `scale`, not stored."""
-    row_scale = np.abs(x).max(1) / 127.0
-    row_scale[row_scale == 0] = 1.0
-    return np.clip(np.round(x / row_scale[:, None]), -127, 127).astype(np.int8), row_scale
 
 
 def _psd_sqrt(m: np.ndarray, eps: float = 1e-6):
