@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tensorgpt.tt_ops.transform_code import fit_transform_code
+    from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
     os.makedirs(args.cache_dir, exist_ok=True)
     model, tok = load_model()

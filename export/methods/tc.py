@@ -47,7 +47,7 @@ class TransformCode(EmbeddingMethod):
         from tensorgpt.common.files import read_text
         from tensorgpt.export.calibration import compute_stats, sensitivity_metric
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
-        from tensorgpt.tt_ops.transform_code import fit_transform_code
+        from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
         if model is None or tokenizer is None:
             raise ValueError("--method tc needs the model and tokenizer for calibration")

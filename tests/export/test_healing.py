@@ -7,7 +7,7 @@ import pytest
 
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.healing import HealableTable, HealConfig, heal
-from tensorgpt.tt_ops.transform_code import fit_transform_code
+from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
 SMALL = HealConfig(steps=6, windows_per_step=2, window=64, lr=0.02, checkpoint_every=2)
 
