@@ -84,16 +84,16 @@ def _methods_taking(option: str) -> list[str]:
 
 
 def compress_embedding(
-    table: np.ndarray, spec: CompressionSpec, model=None, tokenizer=None
+    table: np.ndarray, spec: CompressionSpec, adapter=None, tokenizer=None
 ) -> tuple[EmbeddingGraph, dict]:
     """The embedding graph for `spec` and a report (ranks, params, reconstruction metrics).
 
-    model, tokenizer: needed by calibrated methods (tc) only.
+    adapter (models/), tokenizer: needed by calibrated methods (tc) only.
     """
     spec.validate()
     table = np.asarray(table, dtype=np.float32)
     method = get_method(spec.method)
-    graph, info = method.compress(table, spec, model, tokenizer)
+    graph, info = method.compress(table, spec, adapter, tokenizer)
     info = dict(info)
     info["reconstruction"] = None
     if method.measures_reconstruction:

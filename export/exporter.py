@@ -80,7 +80,7 @@ def export_model(
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
-    embedding, embedding_info = compress_embedding(table, spec, loaded.model, loaded.tokenizer)
+    embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
     tied = adapter.head_is_tied()

@@ -55,10 +55,11 @@ class EmbeddingMethod:
         """Checks beyond each option's own (combinations, required options)."""
 
     def compress(
-        self, table: np.ndarray, spec: CompressionSpec, model=None, tokenizer=None
+        self, table: np.ndarray, spec: CompressionSpec, adapter=None, tokenizer=None
     ) -> tuple[EmbeddingGraph, dict]:
         """The embedding graph for float32 `table` (V, D) and a report for the manifest's
-        `embedding_info` (ranks, bits, ...). model, tokenizer: for calibrated methods."""
+        `embedding_info` (ranks, bits, ...). adapter (models/), tokenizer: for calibrated
+        methods; they run the model through the adapter, never its attributes."""
         raise NotImplementedError
 
 

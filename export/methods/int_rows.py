@@ -10,7 +10,7 @@ from tensorgpt.export.methods.base import EmbeddingMethod
 class _RowQuantized(EmbeddingMethod):
     bits: int
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.export.embedding_graph import RowQuantizedEmbedding
 
         graph = RowQuantizedEmbedding(table, bits=self.bits)

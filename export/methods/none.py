@@ -13,7 +13,7 @@ class Dense(EmbeddingMethod):
     order = 0
     measures_reconstruction = False
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.export.embedding_graph import DenseEmbedding
 
         return DenseEmbedding(table), {}

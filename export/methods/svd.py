@@ -15,7 +15,7 @@ class TruncatedSVD(EmbeddingMethod):
     order = 30
     options = (RANK,)
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.export.embedding_graph import LowRankEmbedding
 
         rank = spec.rank or DEFAULT_RANK

@@ -43,16 +43,16 @@ class TransformCode(EmbeddingMethod):
                 "--method tc needs --calib-text FILE (text other than the evaluation text)"
             )
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.common.files import read_text
         from tensorgpt.export.calibration import compute_stats, sensitivity_metric
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
         from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
-        if model is None or tokenizer is None:
+        if adapter is None or tokenizer is None:
             raise ValueError("--method tc needs the model and tokenizer for calibration")
         text = read_text(spec.calib_text, "--calib-text")
-        stats = compute_stats(model, tokenizer, text)
+        stats = compute_stats(adapter, tokenizer, text)
         bits = spec.bits_per_weight or DEFAULT_BITS
         code = fit_transform_code(
             table,
@@ -71,6 +71,6 @@ class TransformCode(EmbeddingMethod):
             from tensorgpt.export.healing import HealConfig, heal
 
             code, info["healing"] = heal(
-                model, tokenizer, code, text, HealConfig(steps=spec.heal_steps)
+                adapter, tokenizer, code, text, HealConfig(steps=spec.heal_steps)
             )
         return TransformCodedEmbedding(code), info

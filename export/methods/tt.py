@@ -16,7 +16,7 @@ class PerTokenTT(EmbeddingMethod):
     options = (RANK, FACTORS, REL_ERROR)
     int8_cores = True
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.export.embedding_graph import PerTokenTTEmbedding
         from tensorgpt.tt_ops.per_token import decompose_per_token
 

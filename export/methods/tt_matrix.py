@@ -24,7 +24,7 @@ class TTMatrix(EmbeddingMethod):
     options = (RANK, FACTORS, REL_ERROR, VOCAB_FACTORS)
     int8_cores = True
 
-    def compress(self, table, spec, model=None, tokenizer=None):
+    def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.export.embedding_graph import TTMatrixEmbedding
         from tensorgpt.tt_ops.tt_matrix import decompose_tt_matrix
 
