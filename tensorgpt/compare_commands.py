@@ -1,4 +1,4 @@
-"""`tensorgpt compare DIR...`: exported folders side by side (runtime_demo/compare.py).
+"""`tensorgpt compare DIR...`: exported folders side by side (tensorgpt/compare.py).
 
 Only argparse at import time, like runtime_demo/commands.py: onnxruntime is imported when the
 command runs, matplotlib only for --plot.

@@ -5,7 +5,7 @@ returned to the system after each export; a crash in one variant does not end th
 A variant is done when OUT/<name>/manifest.json exists and says verification passed: exports
 are atomic, so an interrupted export leaves no such folder and a rerun simply builds it again.
 Perplexities are cached in each variant's folder as soon as they are measured
-(runtime_demo/compare.py), so a rerun after an interruption redoes only what is missing.
+(tensorgpt/compare.py), so a rerun after an interruption redoes only what is missing.
 
 While one variant's perplexity is measured, the next variant is exported beside it (at most
 one export at a time); decode speed is timed at the end for all variants, with no export

@@ -1,7 +1,7 @@
 """`tensorgpt sweep MODEL --text FILE --out DIR`: export a grid, measure it, compare it.
 
-Writes DIR/<variant>/ per variant (export/sweep.py), then DIR/results.json, DIR/results.md and
-DIR/results.png (runtime_demo/compare.py). Nothing heavy is imported at module level.
+Writes DIR/<variant>/ per variant (tensorgpt/sweep.py), then DIR/results.json, DIR/results.md and
+DIR/results.png (tensorgpt/compare.py). Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--only",
         type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
         metavar="NAMES",
-        help="comma-separated variant names from the default grid (see export/sweep.py)",
+        help="comma-separated variant names from the default grid (see tensorgpt/sweep.py)",
     )
     p.add_argument(
         "--sizes-only",
