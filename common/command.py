@@ -20,16 +20,24 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """argparse type: "4,4,4,4,3", "4x4x4" or "4*4*4" -> (4, 4, 4, ...)."""
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    """ "4,4,4,4,3", "4x4x4" or "4*4*4" -> (4, 4, 4, ...); a ValueError naming `option`."""
     try:
         values = tuple(
             int(v) for v in text.replace("x", ",").replace("*", ",").split(",") if v.strip()
         )
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 4,4,4,4,3, got {text!r}"
+        raise ValueError(
+            f"{option} must be comma-separated integers (like 4,4,4 or 4x4x4), got {text!r}"
         ) from None
     if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise ValueError(f"{option} must list at least one integer, got {text!r}")
     return values
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """`parse_int_list` as an argparse type (argparse names the option in its message)."""
+    try:
+        return parse_int_list(text, "the value")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from tensorgpt.common.command import Command, int_list
+from tensorgpt.common.command import Command, parse_int_list
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    return list(parse_int_list(text, option))
+
 
 # ---------------------------------------------------------------- ratios
 
@@ -20,10 +25,7 @@ from tensorgpt.common.command import Command, int_list
 def _add_ratios_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=768, help="embedding width D (default 768)")
     p.add_argument(
-        "--ranks",
-        type=int_list,
-        default="1,2,4,8",
-        help="rank caps, comma-separated (default 1,2,4,8)",
+        "--ranks", default="1,2,4,8", help="rank caps, comma-separated (default 1,2,4,8)"
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
@@ -32,7 +34,7 @@ def _run_ratios(args: argparse.Namespace) -> int:
     from .ratios import paper_ranks, paper_ratios
     from .shapes import paper_mode_sizes
 
-    rows = paper_ratios(args.dim, list(args.ranks))
+    rows = paper_ratios(args.dim, _int_list(args.ranks, "--ranks"))
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -58,18 +60,13 @@ def _add_decompose_arguments(p: argparse.ArgumentParser) -> None:
         default="tt",
         help="tt: one MPS per token (TensorGPT); tt-matrix: shared cores for the whole table",
     )
-    p.add_argument(
-        "--rank",
-        type=int_list,
-        help="rank cap, or per-bond caps 'r1,r2,...' (tt: 4, tt-matrix: 16)",
-    )
+    p.add_argument("--rank", help="rank cap, or per-bond caps 'r1,r2,...' (tt: 4, tt-matrix: 16)")
     p.add_argument(
         "--factors",
-        type=int_list,
         help="tt: mode sizes of a row, product >= D (default 2s up to a power of two); "
         "tt-matrix: dim factors, product == D",
     )
-    p.add_argument("--vocab-factors", type=int_list, help="tt-matrix: vocab factors, product >= V")
+    p.add_argument("--vocab-factors", help="tt-matrix: vocab factors, product >= V")
     p.add_argument("--rel-error", type=float, help="relative error bound eps (TT-SVD, Oseledets)")
     p.add_argument(
         "--rank-mode",
@@ -110,9 +107,9 @@ def _run_decompose(args: argparse.Namespace) -> int:
     from .storage import load_compressed, save_compressed
     from .tt_matrix import decompose_tt_matrix
 
-    rank = None if args.rank is None else list(args.rank)
+    rank = None if args.rank is None else _int_list(args.rank, "--rank")
     rank = rank[0] if rank is not None and len(rank) == 1 else rank
-    factors = None if args.factors is None else list(args.factors)
+    factors = None if args.factors is None else _int_list(args.factors, "--factors")
     if args.method == "tt" and args.vocab_factors is not None:
         raise ValueError("--vocab-factors applies to --method tt-matrix only")
     table = _load_table(args.table, args.tensor)
@@ -123,7 +120,9 @@ def _run_decompose(args: argparse.Namespace) -> int:
             table, rank=rank, mode_sizes=factors, rel_error=args.rel_error, rank_mode=args.rank_mode
         )
     else:
-        vocab = None if args.vocab_factors is None else list(args.vocab_factors)
+        vocab = (
+            None if args.vocab_factors is None else _int_list(args.vocab_factors, "--vocab-factors")
+        )
         obj = decompose_tt_matrix(
             table, vocab_factors=vocab, dim_factors=factors, rank=rank, rel_error=args.rel_error
         )
