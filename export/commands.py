@@ -69,6 +69,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "kept exactly for a Q4_1 GGUF source), decoded once at session load",
     )
     p.add_argument(
+        "--runtime",
+        default="portable",
+        choices=["portable", "packed"],
+        help="portable (default): standard ONNX ops, weights and table decoded to fp32 at "
+        "session load; packed: 4-bit weights and an 8-bit tied table stay packed in RAM "
+        "(onnxruntime's MatMulNBits, com.microsoft; --quantize q4 or none), see docs/device.md",
+    )
+    p.add_argument(
         "--bits-per-weight",
         type=float,
         help="tc: table budget in bits per entry (default 2.0, i.e. 16x smaller than fp32)",
@@ -108,7 +116,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.vocab_factors and args.method != "tt-matrix":
         raise ValueError("--vocab-factors needs --method tt-matrix")
     manifest = export_model(
-        args.model, args.out_dir, spec, quantize=args.quantize, force=args.force
+        args.model,
+        args.out_dir,
+        spec,
+        quantize=args.quantize,
+        force=args.force,
+        runtime=args.runtime,
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))

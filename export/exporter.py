@@ -23,18 +23,25 @@ import torch
 
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
+from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
 from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
+from tensorgpt.export.packed_weights import pack_weights_q4
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
+from tensorgpt.export.verify_packed import verify_packed
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.files import model_file_bytes, sha256_file
 from tensorgpt.models import adapter_for
 
 QUANTIZE = ("none", "int8", "ort-int8", "q4")
+# portable: weights and table decoded to fp32 at session load (standard ONNX ops only);
+# packed: 4-bit weights and an 8-bit table kept packed in RAM (onnxruntime's com.microsoft
+# MatMulNBits; docs/device.md).
+RUNTIMES = ("portable", "packed")
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -54,12 +61,17 @@ def export_model(
     quantize: str = "none",
     force: bool = False,
     log: Callable[[str], None] = _log,
+    runtime: str = "portable",
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
     spec = spec or CompressionSpec()
     spec.validate()
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "packed" and quantize not in ("none", "q4"):
+        raise ValueError(f"--runtime packed works with --quantize q4 or none, got {quantize!r}")
     out_dir = Path(out_dir)
     check_target(out_dir, force)
 
@@ -89,14 +101,22 @@ def export_model(
             leftover.unlink()
         weights_report = None
         if quantize == "q4":
-            decoded, weights_report = quantize_weights_q4(model)
+            rewrite = pack_weights_q4 if runtime == "packed" else quantize_weights_q4
+            decoded, weights_report = rewrite(model)
             # PyTorch runs the same 4-bit weights, so the parity check stays strict
             load_decoded_into_torch(adapter.decoder_body(), decoded)
             del decoded
             log(
                 f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
             )
-        attach_embedding_and_head(model, embedding, untied_head, bias)
+        torch_table, torch_head = embedding, None
+        if runtime == "packed":
+            _, torch_table, head_table = attach_packed_embedding_and_head(
+                model, embedding, untied_head, bias
+            )
+            torch_head = None if untied_head is None else head_table
+        else:
+            attach_embedding_and_head(model, embedding, untied_head, bias)
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / "model.onnx"
@@ -116,18 +136,26 @@ def export_model(
 
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
-        adapter.token_embedding().weight.data = torch.from_numpy(embedding.decoded().copy())
+        # packed: both run the 8-bit table (export/packed_table.py).
+        table_values = torch_table.dense() if runtime == "packed" else embedding.decoded()
+        adapter.token_embedding().weight.data = torch.from_numpy(table_values.copy())
+        if torch_head is not None:
+            adapter.lm_head().weight.data = torch.from_numpy(torch_head.dense().copy())
         log("verifying against PyTorch")
-        report = verify(
-            str(model_path),
-            loaded.model,
-            adapter,
-            loaded.tokenizer,
-            quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
-        )
+        if runtime == "packed":
+            report = verify_packed(model_path, loaded.model, adapter, loaded.tokenizer)
+        else:
+            report = verify(
+                str(model_path),
+                loaded.model,
+                adapter,
+                loaded.tokenizer,
+                quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
+            )
 
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
         manifest["weight_quantization"] = weights_report
+        manifest["runtime"] = runtime
         _set_metadata(model_path, mf.metadata_props(manifest))
         manifest["bytes"]["file"] = model_file_bytes(stage)
         if report["passed"]:

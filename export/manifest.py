@@ -55,6 +55,7 @@ def metadata_props(manifest: dict) -> dict[str, str]:
         "method",
         "method_options",
         "quantize",
+        "runtime",
         "config",
         "ratios",
         "embedding_info",
