@@ -264,7 +264,10 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
         agree = sum(a == b for a, b in zip(res["greedy"], base["greedy"]))
         for t in threads:
             m, b = res[f"t{t}"], base[f"t{t}"]
-            ratio = lambda k: m[k] / b[k] if b.get(k) else float("nan")  # noqa: E731
+
+            def ratio(k: str, m: dict = m, b: dict = b) -> float:
+                return m[k] / b[k] if b.get(k) else float("nan")
+
             print(
                 f"| {name} | {res['file_mb']} | {res['perplexity']:.2f} | {agree}/{GREEDY_STEPS} "
                 f"| {t} | {m['rss_after_load_mb']} ({ratio('rss_after_load_mb'):.2f}) "

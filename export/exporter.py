@@ -28,6 +28,7 @@ from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
+from tensorgpt.export.packed_fuse import fuse_shared_inputs
 from tensorgpt.export.packed_weights import pack_weights_q4
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
@@ -101,8 +102,11 @@ def export_model(
             leftover.unlink()
         weights_report = None
         if quantize == "q4":
-            rewrite = pack_weights_q4 if runtime == "packed" else quantize_weights_q4
-            decoded, weights_report = rewrite(model)
+            if runtime == "packed":
+                decoded, weights_report = pack_weights_q4(model)
+                weights_report["fused_groups"] = fuse_shared_inputs(model)
+            else:
+                decoded, weights_report = quantize_weights_q4(model)
             # PyTorch runs the same 4-bit weights, so the parity check stays strict
             load_decoded_into_torch(adapter.decoder_body(), decoded)
             del decoded
