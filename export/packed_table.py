@@ -10,8 +10,8 @@ t = d * q; stored as uint8 q + 128 (MatMulNBits' default 8-bit zero point), (V, 
     head:   MatMulNBits(hidden; codes, scales, bits 8)                 (N = V, K = D)
 
 Both read the same initializers. Rule for the precision: 8 bits is what llama.cpp ships for
-this table and what a Q8_0 GGUF source holds exactly (lossless then); 4 bits was measured and
-costs more perplexity (docs/device.md).
+this table and what a Q8_0 GGUF source holds exactly (lossless then); a 4-bit table would
+halve its RAM but is not measured yet (docs/device.md).
 
 Where the table comes from:
 - a dense table (method none): quantized at export, the file holds the codes (V*D bytes);
@@ -31,6 +31,9 @@ from tensorgpt.export.graph_builder import GraphBuilder
 from tensorgpt.export.packed_weights import BLOCK, matmul_nbits
 
 HEAD_BITS = 8
+# onnxruntime's only fast 8-bit MatMulNBits CPU kernel takes int8 activations; at level 1 the
+# head dequantizes the whole table on every call (ten times slower, docs/device.md).
+HEAD_ACCURACY_LEVEL = 4
 _OFFSET = 128  # uint8 zero point of the 8-bit codes
 FLOAT16 = onnx.TensorProto.FLOAT16
 FLOAT = onnx.TensorProto.FLOAT
@@ -98,7 +101,15 @@ class PackedTable:
         """hidden (..., D) -> logits (..., V) by 8-bit MatMulNBits over the same codes."""
         codes, scales = self.tensors(b)
         return matmul_nbits(
-            b, hidden, codes, scales, self.dim, self.vocab_size, HEAD_BITS, bias=bias
+            b,
+            hidden,
+            codes,
+            scales,
+            self.dim,
+            self.vocab_size,
+            HEAD_BITS,
+            bias=bias,
+            accuracy_level=HEAD_ACCURACY_LEVEL,
         )
 
 
