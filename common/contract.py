@@ -25,6 +25,11 @@ FORMAT_VERSION = 1
 # Versions this runtime understands; a newer exporter may add keys but not change these.
 SUPPORTED_FORMAT_VERSIONS = (1,)
 
+# How the session holds the weights (`export --runtime`, docs/device.md): portable decodes
+# them to fp32 at load with standard ops; packed keeps them 4/8-bit in MatMulNBits.
+RUNTIMES = ("portable", "packed")
+DEFAULT_RUNTIME = "portable"
+
 MODEL_FILE = "model.onnx"
 MODEL_DATA_FILE = MODEL_FILE + ".data"  # external data, past protobuf's 2 GB
 # What holds a model's weights: the graph, plus its external data.
@@ -158,6 +163,7 @@ class Manifest:
     method: str | None = None  # embedding method (export/methods/)
     method_options: dict[str, Any] | None = None
     quantize: str | None = None  # weight quantizer (export/quantizers/)
+    runtime: str | None = None  # one of RUNTIMES; None in exports older than the option
     tied_head: bool | None = None
     tokenizer: dict[str, Any] | None = None  # name_or_path, vocab_size, sha256
     embedding_info: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 from tensorgpt.common.command import Command
-from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE
+from tensorgpt.common.contract import DEFAULT_RUNTIME, MANIFEST_FILE, MODEL_FILE, RUNTIMES
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +43,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="transformer weights: "
         + "; ".join(f"{q}: {get_quantizer(q).help}" for q in quantizers),
     )
+    p.add_argument(
+        "--runtime",
+        default=DEFAULT_RUNTIME,
+        choices=RUNTIMES,
+        help="portable: standard ONNX ops, weights and table decoded to fp32 at session load; "
+        "packed: 4-bit weights and an 8-bit tied table stay packed in RAM (onnxruntime's "
+        "MatMulNBits; --quantize q4 or none; docs/device.md)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -60,7 +68,12 @@ def run_export(args: argparse.Namespace) -> int:
         extra=tuple((k, v) for k, v in values.items() if k not in fields),
     )
     manifest = export_model(
-        args.model, args.out_dir, spec, quantize=args.quantize, force=args.force
+        args.model,
+        args.out_dir,
+        spec,
+        quantize=args.quantize,
+        force=args.force,
+        runtime=args.runtime,
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))

@@ -2,7 +2,8 @@
 
     load (export/load.py) -> adapter (models/) -> compress (export/methods/, tt_ops)
     -> body graph (export/body.py) -> [quantizer hooks (export/quantizers/)]
-    -> attach embedding + head (export/assemble.py) -> verify (export/verify.py) -> manifest
+    -> attach embedding + head (export/assemble.py; --runtime packed: assemble_packed.py)
+    -> verify (export/verify.py; packed: verify_packed.py) -> manifest
 
 Everything is written into a staging folder beside OUT_DIR and renamed at the end, so a
 failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
@@ -24,10 +25,12 @@ import torch
 
 from tensorgpt.common.contract import (
     BODY_FILE,
+    DEFAULT_RUNTIME,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_FILE,
     MODEL_FILE,
+    RUNTIMES,
     TOKENIZER_FILE,
     Manifest,
     ModelConfig,
@@ -35,14 +38,16 @@ from tensorgpt.common.contract import (
 from tensorgpt.common.files import model_file_bytes, sha256_file
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
+from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
 from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
-from tensorgpt.export.quantizers import get_quantizer
+from tensorgpt.export.quantizers import get_quantizer, quantizer_names
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
+from tensorgpt.export.verify_packed import verify_packed
 from tensorgpt.models import adapter_for
 
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
@@ -64,10 +69,19 @@ def export_model(
     quantize: str = "none",
     force: bool = False,
     log: Callable[[str], None] = _log,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
     spec = spec or CompressionSpec()
     quantizer = get_quantizer(quantize)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    packed = runtime == "packed"
+    if packed and not quantizer.packs:
+        packing = [q for q in quantizer_names() if get_quantizer(q).packs]
+        raise ValueError(
+            f"--runtime packed works with --quantize {' or '.join(packing)}, got {quantize!r}"
+        )
     if quantizer.int8_cores and get_method(spec.method).int8_cores:
         spec = dataclasses.replace(spec, int8_cores=True)  # `--quantize int8` covers TT cores
     spec.validate()
@@ -95,8 +109,18 @@ def export_model(
         model = load_body(quantizer.quantize_body(body_path, stage))
         for leftover in stage.iterdir():
             leftover.unlink()
-        weights_report = quantizer.quantize_weights(model, adapter, log)
-        attach_embedding_and_head(model, embedding, untied_head, bias)
+        if packed:
+            weights_report = quantizer.pack_weights(model, adapter, log)
+            # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
+            _, torch_table, head_table = attach_packed_embedding_and_head(
+                model, embedding, untied_head, bias
+            )
+            if untied_head is not None:
+                adapter.lm_head().weight.data = torch.from_numpy(head_table.dense().copy())
+        else:
+            weights_report = quantizer.quantize_weights(model, adapter, log)
+            attach_embedding_and_head(model, embedding, untied_head, bias)
+            torch_table = embedding
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / MODEL_FILE
@@ -111,18 +135,23 @@ def export_model(
 
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
-        adapter.token_embedding().weight.data = torch.from_numpy(embedding.decoded().copy())
+        table_values = torch_table.dense() if packed else embedding.decoded()
+        adapter.token_embedding().weight.data = torch.from_numpy(table_values.copy())
         log("verifying against PyTorch")
-        report = verify(
-            str(model_path),
-            loaded.model,
-            adapter,
-            loaded.tokenizer,
-            quantized=quantizer.dynamic_activations,
-        )
+        if packed:
+            report = verify_packed(model_path, loaded.model, adapter, loaded.tokenizer)
+        else:
+            report = verify(
+                str(model_path),
+                loaded.model,
+                adapter,
+                loaded.tokenizer,
+                quantized=quantizer.dynamic_activations,
+            )
 
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
         manifest.weight_quantization = weights_report
+        manifest.runtime = runtime
         _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
         manifest.bytes["file"] = model_file_bytes(stage)
         if report["passed"]:

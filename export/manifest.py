@@ -54,6 +54,7 @@ def metadata_props(manifest: dict) -> dict[str, str]:
         "method",
         "method_options",
         "quantize",
+        "runtime",
         "config",
         "ratios",
         "embedding_info",

@@ -4,6 +4,7 @@ The exporter calls, in this order (each default does nothing):
 
     body_path = q.quantize_body(body_path, stage)      torch's body graph, before loading
     report = q.quantize_weights(model, adapter, log)   the loaded body (onnx.ModelProto)
+             (or q.pack_weights(...) for --runtime packed, when q.packs)
     ... embedding and head attached ...
     model = q.rewrite_file(model, model_path, save)    the whole file, before it is written
 """
@@ -27,6 +28,8 @@ class WeightQuantizer:
     dynamic_activations: ClassVar[bool] = False
     # A TT table stores its cores as int8 too (EmbeddingMethod.int8_cores).
     int8_cores: ClassVar[bool] = False
+    # Has a form that stays packed in the session (`--runtime packed`, `pack_weights`).
+    packs: ClassVar[bool] = False
 
     def quantize_body(self, body_path: Path, stage: Path) -> Path:
         """The body graph to load: `body_path`, or a quantized copy written in `stage`."""
@@ -35,6 +38,11 @@ class WeightQuantizer:
     def quantize_weights(self, model: onnx.ModelProto, adapter, log: Callable[[str], None]):
         """Rewrite the body's weights in place; a report for the manifest's
         `weight_quantization`, or None. PyTorch must then run the same weights (adapter)."""
+        return None
+
+    def pack_weights(self, model: onnx.ModelProto, adapter, log: Callable[[str], None]):
+        """`--runtime packed` instead of `quantize_weights`: the same weights, kept packed in
+        the session (onnxruntime MatMulNBits); only called when `packs` is True."""
         return None
 
     def rewrite_file(

@@ -11,3 +11,4 @@ class NoQuantization(WeightQuantizer):
     name = "none"
     help = "fp32 weights (default)"
     order = 0
+    packs = True  # fp32 body; --runtime packed still packs the table and head

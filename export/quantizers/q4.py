@@ -16,6 +16,7 @@ class Q4Blocks(WeightQuantizer):
         "kept exactly for a Q4_1 GGUF source), decoded once at session load"
     )
     order = 30
+    packs = True
 
     def quantize_weights(self, model, adapter, log):
         from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
@@ -26,5 +27,20 @@ class Q4Blocks(WeightQuantizer):
         del decoded
         log(
             f"q4 weights: {report['weights']} matrices, {report['exact_weights']} already on the grid"
+        )
+        return report
+
+    def pack_weights(self, model, adapter, log):
+        from tensorgpt.export.packed_fuse import fuse_shared_inputs
+        from tensorgpt.export.packed_weights import pack_weights_q4
+        from tensorgpt.export.weight_blocks import load_decoded_into_torch
+
+        decoded, report = pack_weights_q4(model)
+        report["fused_groups"] = fuse_shared_inputs(model)
+        load_decoded_into_torch(adapter.decoder_body(), decoded)
+        del decoded
+        log(
+            f"q4 weights as MatMulNBits: {report['weights']} matrices "
+            f"({report['exact_weights']} already on the grid), {report['fused_groups']} fused groups"
         )
         return report

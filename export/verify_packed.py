@@ -1,0 +1,60 @@
+"""Parity check of a `--runtime packed` file, in two steps.
+
+1. exact grid: the file with every MatMulNBits at accuracy_level 1 (fp32 activations) must
+   match PyTorch running the same Q4_1 weights and 8-bit table within the fp32 tolerance and
+   pick the same greedy tokens. This proves the re-packing (codes, scales, minima
+   correction, the shared table) is exact: the packed graph computes what the portable one does.
+2. shipped file: its own levels restored (the 8-bit head at 4: int8 activations, the only fast
+   8-bit kernel). Logits move by design; like the int8 baselines, the report states the max
+   logit difference and the cross-entropy change on the same tokens, and fails only on
+   non-finite output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from tensorgpt.export.verify import verify
+
+_EXACT_KEYS = ("max_abs_logit_diff", "greedy_match", "tolerance", "passed")
+
+
+def accuracy_levels(path: Path) -> dict[str, int]:
+    """{MatMulNBits node name: accuracy_level} of the file."""
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        node.name: next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+    }
+
+
+def set_accuracy_level(path: Path, level: int | dict[str, int]) -> None:
+    """Rewrite MatMulNBits' accuracy_level in the file: one level for all nodes, or per node
+    name. Weights are not touched."""
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        value = level if isinstance(level, int) else level[node.name]
+        attr = next((a for a in node.attribute if a.name == "accuracy_level"), None)
+        if attr is None:
+            node.attribute.append(onnx.helper.make_attribute("accuracy_level", value))
+        else:
+            attr.i = value
+    onnx.save_model(model, str(path))
+
+
+def verify_packed(model_path: Path, model, adapter, tokenizer) -> dict:
+    shipped_levels = accuracy_levels(model_path)
+    set_accuracy_level(model_path, 1)
+    exact = verify(str(model_path), model, adapter, tokenizer, quantized=False)
+    exact_part = {k: exact[k] for k in _EXACT_KEYS}
+    set_accuracy_level(model_path, shipped_levels)
+    levels = sorted(set(shipped_levels.values()))
+    if levels == [1] or not exact["passed"]:
+        return {**exact, "accuracy_levels": levels, "exact_grid": exact_part}
+    shipped = verify(str(model_path), model, adapter, tokenizer, quantized=True)
+    return {**shipped, "accuracy_levels": levels, "exact_grid": exact_part}

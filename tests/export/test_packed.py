@@ -1,0 +1,157 @@
+"""`--runtime packed`: MatMulNBits q4 weights and the 8-bit shared table, on the tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+pytest.importorskip("torch")
+
+from tensorgpt.export.exporter import export_model  # noqa: E402
+from tensorgpt.export.packed_table import decode_q8_blocks, encode_q8_blocks  # noqa: E402
+from tensorgpt.export.packed_weights import gguf_to_nbits, nbits_to_codes  # noqa: E402
+from tensorgpt.export.verify_packed import set_accuracy_level  # noqa: E402
+from tensorgpt.export.weight_blocks import decode_q4_blocks, encode_q4_blocks  # noqa: E402
+from tensorgpt.runtime_demo.session import ExportedModel  # noqa: E402
+
+FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llama, tmp_path_factory):
+    """(portable folder, packed folder) of the tiny Llama, both --quantize q4."""
+    root = tmp_path_factory.mktemp("packed-llama")
+    for runtime in ("portable", "packed"):
+        export_model(
+            str(tiny_llama), root / runtime, quantize="q4", runtime=runtime, log=lambda _m: None
+        )
+    return root / "portable", root / "packed"
+
+
+@pytest.fixture(scope="module")
+def packed_gpt2(tiny_gpt2, tmp_path_factory):
+    """The tiny GPT-2 (Gemm with bias, LayerNorm, tied head) exported packed."""
+    folder = tmp_path_factory.mktemp("packed-gpt2") / "export"
+    export_model(str(tiny_gpt2), folder, quantize="q4", runtime="packed", log=lambda _m: None)
+    return folder
+
+
+def _inits(path) -> dict[str, np.ndarray]:
+    model = onnx.load(str(path))
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _logits(folder, ids: np.ndarray) -> np.ndarray:
+    model = ExportedModel(folder, threads=1)
+    mask = np.ones_like(ids)
+    positions = np.arange(ids.shape[1], dtype=np.int64)[None, :]
+    return model.forward(ids, mask, positions, model.empty_past(1))[0]
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_manifest_and_two_step_verification(which, request):
+    import json
+
+    packed = (
+        request.getfixturevalue("pair")[1]
+        if which == "llama"
+        else request.getfixturevalue("packed_gpt2")
+    )
+    manifest = json.loads((packed / "manifest.json").read_text())
+    assert manifest["runtime"] == "packed"
+    report = manifest["verification"]
+    assert report["passed"] and report["exact_grid"]["passed"]
+    assert report["exact_grid"]["max_abs_logit_diff"] <= 1e-3
+
+
+def test_packed_equals_portable_at_fp32_activations(pair, tmp_path):
+    """At accuracy_level 1 the packed graph computes the portable graph's function: the
+    minima correction and the shared 8-bit table are exact re-packings."""
+    import shutil
+
+    portable, packed = pair
+    fp32 = tmp_path / "packed-fp32"
+    shutil.copytree(packed, fp32)
+    set_accuracy_level(fp32 / "model.onnx", 1)
+    ids = np.arange(1, 25, dtype=np.int64)[None, :] * 7 % 300
+    # portable runs the fp32 table; packed its 8-bit version: compare against a portable
+    # run whose table is the same 8-bit grid, via the graph's own rows (parity tolerance)
+    got, want = _logits(fp32, ids), _logits(portable, ids)
+    scale = float(np.abs(want).max())
+    assert np.abs(got - want).max() <= 0.05 * scale  # only the table's 8-bit rounding differs
+    shipped = _logits(packed, ids)
+    assert np.isfinite(shipped).all()
+    assert (shipped.argmax(-1) == got.argmax(-1)).mean() >= 0.8
+
+
+def test_q4_codes_reconstruct_the_portable_grid_exactly(pair):
+    """Every weight column of the packed file (fused q/k/v and gate/up included) decodes,
+    d * q + m, to exactly a column of the portable file's Q4_1 weights, and vice versa."""
+    from collections import Counter
+
+    portable, packed = pair
+    a, b = _inits(portable / "model.onnx"), _inits(packed / "model.onnx")
+    want: Counter = Counter()
+    for name in a:
+        if name.startswith("q4.w") and name.endswith(".q4"):
+            tag = name[: -len(".q4")]
+            w = decode_q4_blocks(a[name], a[f"{tag}.scale"][:, 0], a[f"{tag}.min"][:, 0])
+            want.update(col.tobytes() for col in w.T)
+    got: Counter = Counter()
+    for name in b:
+        if name.endswith(".q4") and name.startswith(("q4nbits.w", "fused")):
+            tag = name[: -len(".q4")]
+            codes = nbits_to_codes(b[name]).astype(np.float32)  # (K, N)
+            d = np.repeat(b[f"{tag}.scale"].T.astype(np.float32), 32, axis=0)
+            m = np.repeat(b[f"{tag}.min"].astype(np.float32), 32, axis=0)
+            got.update(col.tobytes() for col in (codes * d + m).T)
+    assert sum(want.values()) > 0
+    assert got == want
+
+
+def test_no_dense_table_in_file_or_session(pair, tmp_path):
+    """Neither the file nor the optimized session graph holds a float tensor of V x D
+    entries (the fp32 head or a folded table)."""
+    import onnxruntime as ort
+
+    _, packed = pair
+    model = onnx.load(str(packed / "model.onnx"))
+    embed = next(t for t in model.graph.initializer if t.name == "embedding.q8.codes")
+    vocab, blocks, width = embed.dims
+    big = vocab * blocks * width
+    for tensor in model.graph.initializer:
+        assert not (tensor.data_type in FLOATS and np.prod(tensor.dims) >= big), tensor.name
+    assert sum(n.op_type == "MatMulNBits" for n in model.graph.node) > 0
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(packed / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    for tensor in optimized.graph.initializer:
+        assert not (tensor.data_type in FLOATS and np.prod(tensor.dims) >= big), tensor.name
+
+
+def test_runtime_generates(packed_gpt2):
+    from tensorgpt.runtime_demo.generate import generate
+
+    model = ExportedModel(packed_gpt2, threads=1)
+    tokens = list(generate(model, [1, 2, 3, 4], 12, eos_token_ids=[]))
+    assert len(tokens) == 12 and all(0 <= t < model.vocab_size for t in tokens)
+
+
+def test_layout_round_trips():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((96, 40)).astype(np.float32)
+    packed, _, _ = encode_q4_blocks(w)
+    codes = np.concatenate([packed & 15, packed >> 4], axis=1).reshape(96, 40)
+    np.testing.assert_array_equal(nbits_to_codes(gguf_to_nbits(packed)), codes)
+    table = rng.standard_normal((7, 64)).astype(np.float32)
+    back = decode_q8_blocks(*encode_q8_blocks(table))
+    assert np.abs(back - table).max() <= np.abs(table).max() / 127
+
+
+def test_packed_needs_q4_or_none(tiny_gpt2, tmp_path):
+    with pytest.raises(ValueError, match="--runtime packed"):
+        export_model(str(tiny_gpt2), tmp_path / "x", quantize="int8", runtime="packed")
+    assert not (tmp_path / "x").exists()
