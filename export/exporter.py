@@ -31,7 +31,8 @@ from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
-from tensorgpt.files import model_file_bytes, sha256_file
+from tensorgpt.files import TOKENIZER_FILE, model_file_bytes, sha256_file
+from tensorgpt.integrity import record_files
 from tensorgpt.models import adapter_for
 
 QUANTIZE = ("none", "int8", "ort-int8", "q4")
@@ -111,7 +112,7 @@ def export_model(
         del model  # the file is written; holding the proto during verification costs its size
         gc.collect()
         loaded.tokenizer.save_pretrained(str(stage))
-        if not (stage / "tokenizer.json").is_file():
+        if not (stage / TOKENIZER_FILE).is_file():
             raise ValueError("the tokenizer did not save a tokenizer.json; the runtime needs one")
 
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
@@ -134,7 +135,8 @@ def export_model(
             manifest["split_load"] = _write_split_load(
                 stage, adapter, loaded.tokenizer, report, log
             )
-        manifest["tokenizer"]["sha256"] = sha256_file(stage / "tokenizer.json")
+        manifest["tokenizer"]["sha256"] = sha256_file(stage / TOKENIZER_FILE)
+        manifest["files"] = record_files(stage, mf.runtime_files(manifest))
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         mf.write_manifest(stage / "manifest.json", manifest)
         if not report["passed"]:

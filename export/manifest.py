@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from tensorgpt import __version__
-from tensorgpt.files import write_atomic
+from tensorgpt.files import MODEL_FILES, TOKENIZER_FILE, write_atomic
 
 FORMAT = "tensorgpt-export"
 FORMAT_VERSION = 1
@@ -82,3 +82,9 @@ def _to_text(value) -> str:
 
 def tool_version() -> str:
     return __version__
+
+
+def runtime_files(manifest: dict) -> list[str]:
+    """Every file the runtime may load from the folder: what the manifest's `files` records."""
+    split = manifest.get("split_load") or {}
+    return [*MODEL_FILES, TOKENIZER_FILE, *(split[k] for k in ("decode", "body") if k in split)]

@@ -187,7 +187,10 @@ def write_split(folder: Path) -> dict | None:
     decode.onnx once with onnxruntime.
     """
     model_path = folder / "model.onnx"
-    model = onnx.load(str(model_path), load_external_data=False)
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: a truncated or damaged file
+        raise ValueError(f"{model_path} is not a readable ONNX file (truncated?): {exc}") from None
     graph = model.graph
     picked, frontier, helpers = decode_nodes(graph)
     if not frontier:

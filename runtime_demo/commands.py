@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tensorgpt.cli import Command
+from tensorgpt.integrity import SKIP_OPTION
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -30,6 +31,17 @@ def _add_out_dir(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)",
+    )
+    add_integrity_option(parser)
+
+
+def add_integrity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        SKIP_OPTION,
+        dest="skip_integrity_check",
+        action="store_true",
+        help="load even when a file does not match the size and sha256 the manifest records "
+        "(a damaged copy runs, but its output is wrong; `tensorgpt verify` says which file)",
     )
 
 
@@ -121,7 +133,9 @@ def _run(args: argparse.Namespace) -> int:
     texts = _prompt_texts(args)
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
-    model = ExportedModel(args.out_dir, threads=args.threads)
+    model = ExportedModel(
+        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+    )
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
@@ -234,7 +248,9 @@ def _eval(args: argparse.Namespace) -> int:
     text = Path(args.text).read_text(encoding="utf-8")
     if not text.strip():
         raise ValueError(f"--text {args.text} is empty")
-    model = ExportedModel(args.out_dir, threads=args.threads)
+    model = ExportedModel(
+        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+    )
     tokenizer = load_tokenizer(model.folder)
     # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
     ids = encode(tokenizer, text, add_special_tokens=False)
@@ -277,6 +293,7 @@ def _bench(args: argparse.Namespace) -> int:
         decode_tokens=args.decode_tokens,
         repeats=args.repeats,
         split=not args.whole_load,
+        check_integrity=not args.skip_integrity_check,
     )
     if args.json:
         print(json.dumps(result))

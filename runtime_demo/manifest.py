@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorgpt.integrity import parse_records, plain_file_name
+
 FORMAT = "tensorgpt-export"
 # Versions this runtime understands; a newer exporter may add keys but not change these.
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -73,7 +75,7 @@ def parse_config(raw: Any, path: Path) -> ModelConfig:
     missing = [k for k in _REQUIRED_CONFIG_KEYS if k not in raw]
     if missing:
         raise ValueError(f"{path}: config lacks {', '.join(missing)}")
-    return ModelConfig(
+    config = ModelConfig(
         vocab_size=_positive_int(raw["vocab_size"], "vocab_size", path),
         hidden_size=_positive_int(raw["hidden_size"], "hidden_size", path),
         num_layers=_positive_int(raw["num_layers"], "num_layers", path),
@@ -85,6 +87,27 @@ def parse_config(raw: Any, path: Path) -> ModelConfig:
         bos_token_id=_optional_int(raw["bos_token_id"], "bos_token_id", path),
         eos_token_ids=_eos_ids(raw["eos_token_id"], path),
         pad_token_id=_optional_int(raw["pad_token_id"], "pad_token_id", path),
+    )
+    # Special ids index the vocabulary (EOS stops generation, pad fills batches): in range.
+    special = [config.bos_token_id, config.pad_token_id, *config.eos_token_ids]
+    bad = [i for i in special if i is not None and not 0 <= i < config.vocab_size]
+    if bad:
+        raise ValueError(
+            f"{path}: special token id {bad[0]} is out of range (vocab_size {config.vocab_size})"
+        )
+    return config
+
+
+def split_names(manifest: dict[str, Any], path: Path) -> tuple[str, str] | None:
+    """The manifest's split-load file names (decode, body), each a plain name in the folder."""
+    split = manifest.get("split_load")
+    if split is None:
+        return None
+    if not isinstance(split, dict):
+        raise ValueError(f"{path}: 'split_load' must be an object or null")
+    return (
+        plain_file_name(split.get("decode"), "split_load.decode", path),
+        plain_file_name(split.get("body"), "split_load.body", path),
     )
 
 
@@ -123,4 +146,7 @@ def load_manifest(folder: str | Path) -> tuple[dict[str, Any], ModelConfig]:
             f"{path}: format_version {version!r} is not supported by this runtime "
             f"(supports {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
         )
-    return manifest, parse_config(manifest.get("config"), path)
+    config = parse_config(manifest.get("config"), path)
+    split_names(manifest, path)  # a hostile path is refused before any command reads it
+    parse_records(manifest.get("files"), path)
+    return manifest, config

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "tensorgpt.export.sweep_commands",
     "tensorgpt.runtime_demo.commands",
     "tensorgpt.runtime_demo.compare_commands",
+    "tensorgpt.runtime_demo.verify_commands",
 )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 # What holds a model's weights: the graph, plus its external data past protobuf's 2 GB.
 MODEL_FILES = ("model.onnx", "model.onnx.data")
+# The HF fast tokenizer the runtime reads with the `tokenizers` library.
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def sha256_file(path: str | Path) -> str:
