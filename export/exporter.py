@@ -23,12 +23,13 @@ import torch
 
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
-from tensorgpt.export.atomic import check_target, staged_folder
+from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
+from tensorgpt.export.target import check_target, source_path
 from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.files import TOKENIZER_FILE, model_file_bytes, sha256_file
@@ -62,8 +63,22 @@ def export_model(
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     out_dir = Path(out_dir)
-    check_target(out_dir, force)
+    source_at = Path(source.resolved).resolve() if isinstance(source, LoadedModel) else None
+    source_at = source_at or (None if isinstance(source, LoadedModel) else source_path(source))
+    check_target(out_dir, force, source_at)  # before the model loads: fail in a second
+    with out_dir_lock(out_dir.resolve()):
+        check_target(out_dir, force, source_at)  # again: another export may have just finished
+        remove_stale(out_dir.resolve().parent, log)
+        return _export(source, out_dir, spec, quantize, log)
 
+
+def _export(
+    source: str | LoadedModel,
+    out_dir: Path,
+    spec: CompressionSpec,
+    quantize: str,
+    log: Callable[[str], None],
+) -> dict:
     started = time.perf_counter()
     loaded = source if isinstance(source, LoadedModel) else load(source)
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
@@ -87,7 +102,8 @@ def export_model(
             body_path = stage / "body.int8.onnx"
         model = load_body(body_path)
         for leftover in stage.iterdir():
-            leftover.unlink()
+            if leftover.name != STAGING_MARKER:
+                leftover.unlink()
         weights_report = None
         if quantize == "q4":
             decoded, weights_report = quantize_weights_q4(model)

@@ -80,7 +80,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_prompts(path: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"--prompts {path} is not UTF-8 text (invalid byte at offset {exc.start})"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()  # a trailing blank line is a file-ending habit, not a prompt
     if not lines:
@@ -220,7 +225,12 @@ def _print_stats(tokens: int, seconds: float, note: str) -> None:
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     _add_out_dir(parser)
-    parser.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text to score")
+    parser.add_argument(
+        "--text",
+        metavar="FILE",
+        required=True,
+        help="UTF-8 text to score; read and tokenized as a stream, so any size fits in memory",
+    )
     parser.add_argument(
         "--window",
         type=int,
@@ -235,26 +245,42 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the window, no overlap)",
     )
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="score only the text's first N tokens"
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score only the text's first N tokens (reading stops there)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (default: a bar on a terminal, a line every 10%% elsewhere)",
     )
     _add_json(parser, "perplexity and token counts")
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .perplexity import perplexity
+    from .perplexity import text_perplexity
     from .session import ExportedModel
-    from .tokenizer import encode, load_tokenizer
+    from .text_stream import text_bytes
+    from .tokenizer import load_tokenizer
 
-    text = Path(args.text).read_text(encoding="utf-8")
-    if not text.strip():
+    if text_bytes(args.text) == 0:
         raise ValueError(f"--text {args.text} is empty")
     model = ExportedModel(
         args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
     )
     tokenizer = load_tokenizer(model.folder)
-    # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
-    ids = encode(tokenizer, text, add_special_tokens=False)
-    result = perplexity(model, ids, args.window, args.stride, args.max_tokens, progress=True)
+    # No BOS: the windows score the text itself, as in HF's strided-perplexity guide. The text
+    # is read, tokenized and scored as a stream: memory stays bounded for any file size.
+    result = text_perplexity(
+        model,
+        tokenizer,
+        args.text,
+        args.window,
+        args.stride,
+        args.max_tokens,
+        progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -312,7 +338,7 @@ COMMANDS = [
     ),
     Command(
         name="eval",
-        help="perplexity of a text file with strided sliding windows",
+        help="perplexity of a text file with strided sliding windows (streamed: any file size)",
         add_arguments=_add_eval_arguments,
         run=_eval,
     ),

@@ -154,16 +154,12 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
 # ---------------------------------------------------------------------------- measurements
 
 
-def read_text(path: str | Path) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read --text {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--text {path} is not UTF-8 text") from None
-    if not text.strip():
-        raise ValueError(f"--text {path} is empty")
-    return text
+def check_text(path: str | Path) -> None:
+    """One pass over the text (never all of it in memory): readable, UTF-8, not empty."""
+    from .text_stream import read_pieces
+
+    for _piece in read_pieces(path):
+        pass
 
 
 def measure_perplexity(
@@ -176,9 +172,9 @@ def measure_perplexity(
 ) -> dict[str, Any]:
     """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
     from .integrity import plan_load
-    from .perplexity import perplexity
+    from .perplexity import text_perplexity
     from .session import ExportedModel
-    from .tokenizer import encode, load_tokenizer
+    from .tokenizer import load_tokenizer
 
     folder = Path(folder)
     text_sha = sha256_file(text.path)
@@ -188,11 +184,11 @@ def measure_perplexity(
         plan_load(folder, read_export(folder), split=True, check=check_integrity)
         return {**cached[key], "cached": True}
     model = ExportedModel(folder, threads=threads, check_integrity=check_integrity)
-    # No BOS, as `tensorgpt eval` does: the windows score the text itself.
-    ids = encode(load_tokenizer(folder), read_text(text.path), add_special_tokens=False)
     log(f"perplexity of {folder.name} ...")
-    try:
-        result = perplexity(model, ids, text.window, text.stride, text.max_tokens)
+    try:  # streamed and without BOS, as `tensorgpt eval` does
+        result = text_perplexity(
+            model, load_tokenizer(folder), text.path, text.window, text.stride, text.max_tokens
+        )
     except OverflowError:  # exp(mean NLL) past float range: the model is broken, say so
         result = {"perplexity": math.inf}
     del model  # free the session before the caller loads the next one
@@ -290,7 +286,7 @@ def compare(
     manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
     check_same_tokenizer(paths, manifests)
     if text is not None:
-        read_text(text.path)
+        check_text(text.path)
     rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
     base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
 

@@ -235,7 +235,7 @@ def test_timing_rounds_interleave_and_keep_the_best(
     calls: list[str] = []
     slow_then_fast = {0: 9.0, 1: 5.0, 2: 7.0}
 
-    def fake_speed(folder, speed):
+    def fake_speed(folder, speed, check_integrity=True):
         calls.append(Path(folder).name)
         ms = slow_then_fast[sum(c == Path(folder).name for c in calls) - 1]
         return {
