@@ -19,6 +19,16 @@ import numpy as np
 WINDOW = 512
 
 
+def window_for(model) -> int:
+    """WINDOW, or the model's context if it is shorter (a window past it indexes positions
+    the model does not have)."""
+    config = model.config
+    context = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    return min(WINDOW, int(context)) if context else WINDOW
+
+
 def read_text(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
@@ -37,7 +47,7 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
     emb = model.get_input_embeddings()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
-    window = min(WINDOW, len(ids))
+    window = min(window_for(model), len(ids))
     if window < 2:
         raise ValueError("--calib-text: fewer than 2 tokens")
     c_in = torch.zeros(dim, dim, dtype=torch.float64)

@@ -18,6 +18,7 @@ from tensorgpt.export.embedding_graph import (
     RowQuantizedEmbedding,
     TTMatrixEmbedding,
 )
+from tensorgpt.files import stored_path
 
 # tt, tt-matrix: the TT formats. svd, int8-rows, int4-rows: the baselines users would pick.
 # tc: transform coding (frequency classes, loss-sensitivity whitening, water-filled bits).
@@ -74,11 +75,14 @@ class CompressionSpec:
             raise ValueError("--heal-steps needs --method tc")
 
     def options(self) -> dict:
-        return {
+        options = {
             k: (list(v) if isinstance(v, tuple) else v)
             for k, v in asdict(self).items()
             if k != "method"
         }
+        if self.calib_text:
+            options["calib_text"] = stored_path(self.calib_text)
+        return options
 
 
 def compress_embedding(
@@ -134,7 +138,12 @@ def compress_embedding(
 
 
 def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[EmbeddingGraph, dict]:
-    from tensorgpt.export.calibration import compute_stats, read_text, sensitivity_metric
+    from tensorgpt.export.calibration import (
+        compute_stats,
+        read_text,
+        sensitivity_metric,
+        window_for,
+    )
     from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
     from tensorgpt.tt_ops.transform_code import fit_transform_code
 
@@ -153,13 +162,17 @@ def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[Emb
         "bits_per_weight": round(code.bits_per_weight(), 4),
         "classes": code.n_classes,
         "calibration_tokens": int(stats["n_tokens"]),
-        "calibration_text": str(spec.calib_text),
+        "calibration_text": stored_path(spec.calib_text),
         "unseen_tokens": int((stats["counts"] == 0).sum()),
     }
     if spec.heal_steps:
         from tensorgpt.export.healing import HealConfig, heal
 
         code, info["healing"] = heal(
-            model, tokenizer, code, text, HealConfig(steps=spec.heal_steps)
+            model,
+            tokenizer,
+            code,
+            text,
+            HealConfig(steps=spec.heal_steps, window=window_for(model)),
         )
     return TransformCodedEmbedding(code), info

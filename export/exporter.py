@@ -88,6 +88,7 @@ def _export(
     embedding, embedding_info = compress_embedding(table, spec, loaded.model, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
+    _say_rank_cap(spec, embedding_info, log)
     tied = adapter.head_is_tied()
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
     bias = adapter.head_bias()
@@ -125,6 +126,12 @@ def _export(
             model = onnx.load(str(model_path))
         _save(model, model_path)
         parts = mf.initializer_bytes(model)
+        if spec.method != "none" and parts["embedding"] > table.nbytes:
+            log(
+                f"warning: the {spec.method} embedding stores {parts['embedding'] / 1e6:.2f} MB, "
+                f"more than the dense fp32 table ({table.nbytes / 1e6:.2f} MB): these settings "
+                "do not compress it"
+            )
         del model  # the file is written; holding the proto during verification costs its size
         gc.collect()
         loaded.tokenizer.save_pretrained(str(stage))
@@ -165,6 +172,18 @@ def _export(
         f"{report['max_abs_logit_diff']:.2e}"
     )
     return manifest
+
+
+def _say_rank_cap(spec: CompressionSpec, info: dict, log) -> None:
+    """A rank cap above what the TT shapes allow is lowered silently by the decomposition:
+    the user should hear it."""
+    ranks = info.get("ranks")
+    capped = spec.rank is not None and ranks and max(ranks) < spec.rank
+    if capped and spec.method in ("tt", "tt-matrix"):
+        log(
+            f"--rank {spec.rank} is more than the TT shapes allow: ranks are capped at "
+            f"{max(ranks)} (the unfoldings of a row bound them)"
+        )
 
 
 def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:
