@@ -274,6 +274,8 @@ def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
     out.ir_version = model.ir_version
     out.producer_name = model.producer_name
     out.producer_version = model.producer_version
+    # the tensorgpt.* facts: the runtime checks the manifest against the graph it loads
+    out.metadata_props.extend(model.metadata_props)
     return out
 
 

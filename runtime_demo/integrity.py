@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorgpt.files import MODEL_FILES, TOKENIZER_FILE, sha256_file
-from tensorgpt.integrity import FileRecord, IntegrityError, check_files, parse_records
+from tensorgpt.integrity import FileRecord, IntegrityError, check_files, inside, parse_records
 
 from .manifest import split_names
 
@@ -52,6 +52,8 @@ def plan_load(folder: Path, manifest: dict[str, Any], split: bool, check: bool) 
     names = split_names(manifest, source) if split else None
     if names is not None and not all((folder / n).is_file() for n in names):
         names = None  # a split file was not copied: model.onnx alone is complete
+    for name in names or ():
+        inside(folder, name)  # also with the check skipped: no symlink out of the folder
     reads = [n for n in MODEL_FILES if (folder / n).exists() or n == "model.onnx"]
     reads += [TOKENIZER_FILE, *(names or ())]
     hashes: dict[str, str | None] = {}
