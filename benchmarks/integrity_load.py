@@ -29,18 +29,20 @@ _CHILD = """
 import json, sys, time
 from tensorgpt.runtime_demo.session import ExportedModel
 start = time.perf_counter()
-model = ExportedModel(sys.argv[1], threads={threads}, check_integrity=sys.argv[2] == "check")
+model = ExportedModel(
+    sys.argv[1], threads={threads}, split={split}, check_integrity=sys.argv[2] == "check"
+)
 seconds = time.perf_counter() - start
 print(json.dumps({{"load_s": seconds, "mode": model.load_mode, "checked": model.checked_files}}))
 """
 
 
-def load_once(folder: str, check: bool, threads: int | None) -> dict:
+def load_once(folder: str, check: bool, threads: int | None, split: bool = True) -> dict:
     done = subprocess.run(
         [
             sys.executable,
             "-c",
-            _CHILD.format(threads=threads),
+            _CHILD.format(threads=threads, split=split),
             folder,
             "check" if check else "skip",
         ],
@@ -57,18 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="an exported folder (the default model: see above)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    parser.add_argument(
+        "--whole-load",
+        action="store_true",
+        help="load model.onnx whole even where split files exist (then the load without the "
+        "check hashes nothing: the check's full cost)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
 
-    load_once(args.folder, True, args.threads)  # warm the page cache: every round reads it warm
+    split = not args.whole_load
+    load_once(
+        args.folder, True, args.threads, split
+    )  # warm the page cache: every round reads it warm
     times: dict[str, list[float]] = {"check": [], "skip": []}
     for round_ in range(args.rounds):
         # alternate which mode goes first, so a drift in machine load hits both alike
         order = ("check", "skip") if round_ % 2 == 0 else ("skip", "check")
         for mode in order:
-            result = load_once(args.folder, mode == "check", args.threads)
+            result = load_once(args.folder, mode == "check", args.threads, split)
             times[mode].append(result["load_s"])
             load1 = os.getloadavg()[0]
             print(
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "folder": args.folder,
         "rounds": args.rounds,
+        "split_load": split,
         "load_s_check_median": round(check, 4),
         "load_s_skip_median": round(skip, 4),
         "ratio": round(check / skip, 3),

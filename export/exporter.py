@@ -62,6 +62,8 @@ def export_model(
     spec.validate()
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if not str(out_dir).strip():  # Path("") would be ".", the working directory
+        raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
     source_at = Path(source.resolved).resolve() if isinstance(source, LoadedModel) else None
     source_at = source_at or (None if isinstance(source, LoadedModel) else source_path(source))

@@ -35,19 +35,14 @@ def source_path(source: str) -> Path | None:
 
 
 def _protected(source: Path | None) -> list[tuple[Path, str]]:
-    cwd = Path.cwd().resolve()
-    places = [(cwd, "the working directory")]
-    if source is not None:
-        places.append((source, "the source model"))
-    return places
+    places = [] if source is None else [(source, "the source model")]
+    return [*places, (Path.cwd().resolve(), "the working directory")]
 
 
 def check_target(out_dir: Path, force: bool, source: Path | None = None) -> Path:
     """Fail early, before any expensive work, on a target we must not or cannot write.
 
     Returns OUT_DIR resolved; its parent exists afterwards (`mkdir -p`)."""
-    if not str(out_dir).strip():
-        raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     resolved = out_dir.expanduser().resolve()
     if resolved.parent == resolved:
         raise ValueError(f"OUT_DIR {out_dir} is the filesystem root: refusing to write there")

@@ -1,15 +1,14 @@
 """A text file as a stream of token ids, in bounded memory, with progress.
 
 Tokenizing a 50 MB text in one `encode` call holds every token's string, offsets and ids at
-once (about 9 GB for wikitext-sized files). Here the file is read in blocks of about 1 MB,
-cut where tokenizers do not merge across (after a line break that is followed by a
-non-space character), and each piece is encoded on its own. So that a tokenizer which treats
-the start of its input specially (SentencePiece's leading "▁") gives the same ids as one
-call over the whole text, each piece is encoded behind the end of the previous one (its
-last line) and only the tokens that start inside the new piece are kept.
-
-A line longer than 4 MB is cut before a space between two words instead (exact for
-byte-level BPE, whose words carry their leading space).
+once (about 9 GB for wikitext-sized files). Here the file is read in blocks of about 1 MB and
+cut at line breaks (inside a line longer than 4 MB: at a space), and each piece is encoded
+with some text of its neighbours on both sides: 512 characters of the previous piece before
+it, the start of the next after it. Only the tokens that start inside the piece are kept.
+Tokenizers decide a token from nearby text only (a pre-tokenizer's word, a BPE merge), so
+this gives the ids of one `encode` over the whole text, also for tokenizers that treat the
+start or the end of their input specially (SentencePiece's leading "▁"); tests check it
+against one `encode` for byte-level BPE and a SentencePiece-style BPE.
 """
 
 from __future__ import annotations
@@ -30,13 +29,11 @@ _CONTEXT = 512  # characters of the previous piece encoded in front of the next
 
 
 def _cut(text: str) -> int:
-    """The last index where `text` may be split (0: nowhere): after a "\\n" followed by a
-    non-space character; in a very long line, before a space between two non-spaces."""
-    i = text.rfind("\n")
-    while i >= 0:
-        if i + 1 < len(text) and not text[i + 1].isspace():
-            return i + 1
-        i = text.rfind("\n", 0, i)
+    """The last index where `text` may be split (0: nowhere): after a line break that is
+    followed by more text; in a very long line, at a space between two non-spaces."""
+    i = text.rfind("\n", 0, len(text) - 1)
+    if i >= 0:
+        return i + 1
     if len(text) > _LONG_LINE:
         i = text.rfind(" ", 0, len(text) - 1)
         while i > 0:
@@ -86,18 +83,25 @@ def encode_stream(
     tokenizer: Tokenizer, pieces: Iterator[tuple[str, int]]
 ) -> Iterator[tuple[np.ndarray, int]]:
     """(token ids of each piece, bytes read so far); no special tokens (perplexity's rule)."""
-    context = ""
+    left = ""
+    held: tuple[str, int] | None = None
     for piece, done in pieces:
-        encoding = tokenizer.encode(context + piece, add_special_tokens=False)
-        start = len(context)
-        keep = next(
-            (k for k, (begin, _end) in enumerate(encoding.offsets) if begin >= start),
-            len(encoding.ids),
-        )
-        yield np.asarray(encoding.ids[keep:], dtype=np.int64), done
-        tail = piece[-_CONTEXT:]
-        line = tail.rfind("\n", 0, len(tail) - 1)
-        context = tail[line + 1 :] if line >= 0 else tail
+        if held is not None:
+            yield _encode_between(tokenizer, left, held[0], piece[:_CONTEXT]), held[1]
+            left = held[0][-_CONTEXT:]
+        held = (piece, done)
+    if held is not None:
+        yield _encode_between(tokenizer, left, held[0], ""), held[1]
+
+
+def _encode_between(tokenizer: Tokenizer, left: str, piece: str, right: str) -> np.ndarray:
+    """Ids of the tokens starting inside `piece`, encoded between its neighbours' text."""
+    encoding = tokenizer.encode(left + piece + right, add_special_tokens=False)
+    lo, hi = len(left), len(left) + len(piece)
+    return np.asarray(
+        [t for t, (start, _end) in zip(encoding.ids, encoding.offsets) if lo <= start < hi],
+        dtype=np.int64,
+    )
 
 
 class Progress:
