@@ -116,7 +116,10 @@ def _interrupt_noted() -> Iterator[list[int]]:
     that gc.collect() runs is printed and dropped by Python, and the export would finish and
     exit 0. The note lets `staged_folder` refuse to publish an interrupted export."""
     noted: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job: keep it so
+    ):
         yield noted
         return
 

@@ -65,8 +65,11 @@ def export_model(
     if not str(out_dir).strip():  # Path("") would be ".", the working directory
         raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
-    source_at = Path(source.resolved).resolve() if isinstance(source, LoadedModel) else None
-    source_at = source_at or (None if isinstance(source, LoadedModel) else source_path(source))
+    if isinstance(source, LoadedModel):
+        local = Path(source.resolved)
+        source_at = local.resolve() if local.exists() else None
+    else:
+        source_at = source_path(source)  # resolves what `load` will read, without loading
     check_target(out_dir, force, source_at)  # before the model loads: fail in a second
     with out_dir_lock(out_dir.resolve()):
         check_target(out_dir, force, source_at)  # again: another export may have just finished

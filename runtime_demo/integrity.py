@@ -54,10 +54,10 @@ def plan_load(folder: Path, manifest: dict[str, Any], split: bool, check: bool) 
         names = None  # a split file was not copied: model.onnx alone is complete
     for name in names or ():
         inside(folder, name)  # also with the check skipped: no symlink out of the folder
-    reads = [n for n in MODEL_FILES if (folder / n).exists() or n == "model.onnx"]
+    recorded = records(manifest, source) if check else {}
+    reads = [n for n in MODEL_FILES if (folder / n).exists() or n in recorded or n == "model.onnx"]
     reads += [TOKENIZER_FILE, *(names or ())]
     hashes: dict[str, str | None] = {}
-    recorded = records(manifest, source) if check else {}
     if check:
         hashes = check_files(folder, recorded, reads)
     if names is None:

@@ -126,6 +126,7 @@ class Progress:
     def update(self, done_bytes: int, tokens: int) -> None:
         if not self.enabled:
             return
+        done_bytes = max(done_bytes, self._done)
         if self._bar is not None:
             self._bar.update(done_bytes - self._done)
             self._bar.set_postfix(tokens=tokens, refresh=False)

@@ -150,7 +150,12 @@ def test_ctrl_c_swallowed_by_gc_aborts_the_export(
 
     monkeypatch.setattr("tensorgpt.export.exporter.gc.collect", collect_interrupted)
     out = tmp_path / "out"
-    assert cli_main(["export", str(tiny_gpt2), str(out)]) == 130
+    # as in a terminal (a test run started in the background inherits SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert cli_main(["export", str(tiny_gpt2), str(out)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "interrupted" in capsys.readouterr().err
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no staging folder or lock file left
