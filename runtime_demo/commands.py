@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tensorgpt.cli import Command
-from tensorgpt.integrity import SKIP_OPTION
+from tensorgpt.common.command import Command
+from tensorgpt.common.integrity import SKIP_OPTION
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

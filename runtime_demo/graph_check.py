@@ -13,7 +13,17 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .manifest import ModelConfig
+from tensorgpt.common.contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    MANIFEST_FILE,
+    POSITION_IDS,
+    ModelConfig,
+    past_name,
+    past_names,
+    present_names,
+)
 
 _INT64 = "tensor(int64)"
 _FLOAT = "tensor(float)"
@@ -26,14 +36,6 @@ _SIZES = (
     "head_dim",
     "max_position_embeddings",
 )
-
-
-def past_names(num_layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def present_names(num_layers: int) -> list[str]:
-    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
 def _check_metadata(session: ort.InferenceSession, config: ModelConfig, path: Path) -> None:
@@ -50,7 +52,7 @@ def _check_metadata(session: ort.InferenceSession, config: ModelConfig, path: Pa
     for key in _SIZES:
         if key in recorded and recorded[key] != getattr(config, key):
             raise ValueError(
-                f"{path.parent / 'manifest.json'}: config.{key} {getattr(config, key)} does not "
+                f"{path.parent / MANIFEST_FILE}: config.{key} {getattr(config, key)} does not "
                 f"match the graph's ({recorded[key]}, in {path.name}'s metadata)"
             )
 
@@ -62,18 +64,18 @@ def check_against_graph(session: ort.InferenceSession, config: ModelConfig, path
     The layer count is compared as a count first, so a hostile num_layers (1e8) is refused
     before any list of that length is built.
     """
-    n_past = sum(arg.name.startswith("past_key_values.") for arg in session.get_inputs())
-    if n_past != 2 * config.num_layers:
+    n_inputs = len(session.get_inputs())
+    if 2 * config.num_layers > n_inputs:
         raise ValueError(
             f"{path} inputs do not match the manifest: num_layers {config.num_layers} needs "
-            f"{2 * config.num_layers} past_key_values inputs, the graph has {n_past}"
+            f"{2 * config.num_layers} past key/value inputs, the graph has {n_inputs} inputs"
         )
     _check_metadata(session, config, path)
     inputs = {arg.name: arg for arg in session.get_inputs()}
     outputs = {arg.name: arg for arg in session.get_outputs()}
-    want_inputs = {"input_ids": _INT64, "attention_mask": _INT64, "position_ids": _INT64}
+    want_inputs = {INPUT_IDS: _INT64, ATTENTION_MASK: _INT64, POSITION_IDS: _INT64}
     want_inputs |= dict.fromkeys(past_names(config.num_layers), _FLOAT)
-    want_outputs = {"logits": _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
+    want_outputs = {LOGITS: _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
     for kind, have, want in (("inputs", inputs, want_inputs), ("outputs", outputs, want_outputs)):
         missing = sorted(set(want) - set(have))
         extra = sorted(set(have) - set(want))
@@ -93,7 +95,7 @@ def check_against_graph(session: ort.InferenceSession, config: ModelConfig, path
             if have[name].type != dtype:
                 raise ValueError(f"{path}: {name} is {have[name].type}, expected {dtype}")
     # Fixed dimensions, where the graph states them (dynamic ones are strings or None).
-    kv_shape = inputs["past_key_values.0.key"].shape
+    kv_shape = inputs[past_name(0, "key")].shape
     expected = {1: config.num_kv_heads, 3: config.head_dim}
     for axis, value in expected.items():
         if len(kv_shape) == 4 and isinstance(kv_shape[axis], int) and kv_shape[axis] != value:
@@ -101,7 +103,7 @@ def check_against_graph(session: ort.InferenceSession, config: ModelConfig, path
                 f"{path}: past key shape {kv_shape} does not match the manifest "
                 f"(num_kv_heads {config.num_kv_heads}, head_dim {config.head_dim})"
             )
-    logits_shape = outputs["logits"].shape
+    logits_shape = outputs[LOGITS].shape
     if (
         len(logits_shape) == 3
         and isinstance(logits_shape[2], int)

@@ -13,76 +13,28 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .graph_check import check_against_graph, present_names
+from tensorgpt.common.contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    MODEL_FILE,
+    POSITION_IDS,
+    ModelConfig,
+    past_name,
+    present_names,
+)
+from tensorgpt.common.ort_load import (
+    open_split_session,
+    release_freed_memory,
+    session_options,
+)
+
+from .graph_check import check_against_graph
 from .integrity import plan_load
-from .manifest import ModelConfig, check_folder, load_manifest
+from .manifest import check_folder, load_manifest
 
 # One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
 KVCache = list[tuple[np.ndarray, np.ndarray]]
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """Options for a latency-oriented single-model session.
-
-    ENABLE_ALL is kept on purpose: it constant-folds initializer-only subgraphs at load, which
-    is how a TT-compressed tied head gets rebuilt once instead of on every forward.
-    """
-    if threads is not None and threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0 = onnxruntime's default), got {threads}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or 0
-    # A decoder is one chain of ops: parallel branches would only add scheduling threads.
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initializers are noise to users
-    return options
-
-
-def release_freed_memory() -> None:
-    """Hand heap memory that session creation freed back to the OS (glibc only).
-
-    onnxruntime folds initializer-only subgraphs at load (a compressed table's tied head, 4-bit
-    weights): the intermediates are freed, but glibc keeps the pages, so a q4 file's session
-    held 2.4 GB instead of 0.7 GB until malloc_trim. A no-op where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:
-        pass
-
-
-def open_split_session(
-    decode: Path, body: Path, options: ort.SessionOptions, threads: int | None
-) -> ort.InferenceSession:
-    """Run the weight-decode graph once, then open the body with its outputs as initializers.
-
-    Why: folding the decode subgraph inside model.onnx keeps every folded tensor until the
-    pass ends (2.7 GB peak for a 75 MB SmolLM2 file); running it as a plain graph frees each
-    intermediate after its last use (1.45 GB), and the body session is the same graph with
-    the same optimizations, so the logits are the same. onnxruntime copies the supplied
-    tensors into the graph (documented for AddExternalInitializers), so they can go afterwards.
-    """
-    names, values = decode_weights(decode, threads)
-    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(v) for v in values])
-    return ort.InferenceSession(str(body), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def decode_weights(decode: Path, threads: int | None) -> tuple[list[str], list[np.ndarray]]:
-    """Run decode.onnx (no inputs) as a plain graph: optimizations off, so nothing is folded
-    and each intermediate is freed after its last use. Returns its output names and values."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads or 0
-    options.log_severity_level = 3
-    decoder = ort.InferenceSession(str(decode), options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in decoder.get_outputs()]
-    return names, decoder.run(names, {})
 
 
 def _first_line(exc: BaseException) -> str:
@@ -108,7 +60,7 @@ class ExportedModel:
     ) -> None:
         self.folder = check_folder(folder)
         self.manifest, self.config = load_manifest(self.folder)
-        self.model_path = self.folder / "model.onnx"
+        self.model_path = self.folder / MODEL_FILE
         # Every file the load reads is checked against the manifest's hashes first
         # (runtime_demo/integrity.py); check_integrity=False loads a damaged copy anyway.
         plan = plan_load(self.folder, self.manifest, split, check_integrity)
@@ -131,7 +83,7 @@ class ExportedModel:
         release_freed_memory()
         # Manifest numbers are checked against the graph before anything is sized by them.
         check_against_graph(self.session, self.config, self.model_path)
-        self._output_names = ["logits", *present_names(self.config.num_layers)]
+        self._output_names = [LOGITS, *present_names(self.config.num_layers)]
 
     # Convenience views on the config, used by generation, perplexity and bench.
     @property
@@ -176,13 +128,13 @@ class ExportedModel:
         _check_shapes(input_ids, attention_mask, position_ids, past, self.config)
         self.check_token_ids(input_ids)
         feeds: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
+            INPUT_IDS: input_ids,
+            ATTENTION_MASK: attention_mask,
+            POSITION_IDS: position_ids,
         }
         for i, (key, value) in enumerate(past):
-            feeds[f"past_key_values.{i}.key"] = key
-            feeds[f"past_key_values.{i}.value"] = value
+            feeds[past_name(i, "key")] = key
+            feeds[past_name(i, "value")] = value
         try:
             outputs = self.session.run(self._output_names, feeds)
         except Exception as exc:  # onnxruntime's run errors: a graph that contradicts its folder

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from tensorgpt.files import TOKENIZER_FILE
+from tensorgpt.common.contract import TOKENIZER_FILE
 
 _INCOMPLETE = "\ufffd"  # what a partial UTF-8 sequence decodes to
 

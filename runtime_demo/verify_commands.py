@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,9 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.files import MODEL_FILES, TOKENIZER_FILE, model_file_bytes, sha256_file, write_atomic
-
-from .manifest import load_manifest
+from tensorgpt.common.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    MODEL_FILES,
+    TOKENIZER_FILE,
+    Manifest,
+)
+from tensorgpt.common.files import model_file_bytes, sha256_file, write_atomic
+from tensorgpt.runtime_demo.manifest import load_manifest
 
 CACHE_NAME = ".tensorgpt-measurements.json"
 CACHE_VERSION = 1
@@ -65,22 +71,22 @@ def _quiet(_message: str) -> None:
 # ---------------------------------------------------------------------------- reading folders
 
 
-def read_export(folder: str | Path) -> dict[str, Any]:
+def read_export(folder: str | Path) -> Manifest:
     """The folder's manifest; a one-line ValueError if the folder is not a tensorgpt export."""
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a folder (pass export OUT_DIRs to compare)")
-    if not (path / "manifest.json").is_file():
-        raise ValueError(f"{path} has no manifest.json: not a folder written by tensorgpt export")
+    if not (path / MANIFEST_FILE).is_file():
+        raise ValueError(f"{path} has no {MANIFEST_FILE}: not a folder written by tensorgpt export")
     manifest, _config = load_manifest(path)  # checks "format" and the config keys
-    if not (path / "model.onnx").is_file():
-        raise ValueError(f"{path} has no model.onnx: not a complete export")
+    if not (path / MODEL_FILE).is_file():
+        raise ValueError(f"{path} has no {MODEL_FILE}: not a complete export")
     return manifest
 
 
-def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[dict]) -> None:
+def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[Manifest]) -> None:
     """Perplexities over different tokenizations are not comparable: refuse to mix them."""
-    shas = {str(f): (m.get("tokenizer") or {}).get("sha256") for f, m in zip(folders, manifests)}
+    shas = {str(f): (m.tokenizer or {}).get("sha256") for f, m in zip(folders, manifests)}
     if len(set(shas.values())) > 1:
         first, *_ = shas.items()
         other = next((f, s) for f, s in shas.items() if s != first[1])
@@ -96,8 +102,8 @@ def variant_names(folders: Sequence[Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
 
 
-def is_uncompressed(manifest: dict) -> bool:
-    return manifest.get("method") == "none" and (manifest.get("quantize") or "none") == "none"
+def is_uncompressed(manifest: Manifest) -> bool:
+    return manifest.method == "none" and (manifest.quantize or "none") == "none"
 
 
 # ---------------------------------------------------------------------------- cache
@@ -140,7 +146,7 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
         {
             "kind": "perplexity",
             "files": file_key(folder),
-            "manifest_sha256": sha256_file(folder / "manifest.json"),
+            "manifest_sha256": sha256_file(folder / MANIFEST_FILE),
             "tokenizer_sha256": sha256_file(folder / TOKENIZER_FILE),
             "text_sha256": text_sha,
             "max_tokens": text.max_tokens,
@@ -156,7 +162,7 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
 
 def check_text(path: str | Path) -> None:
     """One pass over the text (never all of it in memory): readable, UTF-8, not empty."""
-    from .text_stream import read_pieces
+    from tensorgpt.runtime_demo.text_stream import read_pieces
 
     for _piece in read_pieces(path):
         pass
@@ -171,10 +177,10 @@ def measure_perplexity(
     check_integrity: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
-    from .integrity import plan_load
-    from .perplexity import text_perplexity
-    from .session import ExportedModel
-    from .tokenizer import load_tokenizer
+    from tensorgpt.runtime_demo.integrity import plan_load
+    from tensorgpt.runtime_demo.perplexity import text_perplexity
+    from tensorgpt.runtime_demo.session import ExportedModel
+    from tensorgpt.runtime_demo.tokenizer import load_tokenizer
 
     folder = Path(folder)
     text_sha = sha256_file(text.path)
@@ -201,7 +207,7 @@ def measure_speed(
     folder: str | Path, speed: SpeedOptions, check_integrity: bool = True
 ) -> dict[str, Any]:
     """Batch-1 decode latency (median ms per new token) and session load time."""
-    from .bench import bench
+    from tensorgpt.runtime_demo.bench import bench
 
     result = bench(
         folder,
@@ -236,24 +242,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
-    b = manifest.get("bytes") or {}
-    rec = manifest.get("reconstruction") or {}
-    verification = manifest.get("verification") or {}
+def _row(name: str, folder: Path, manifest: Manifest) -> dict[str, Any]:
+    b = manifest.bytes or {}
+    rec = manifest.reconstruction or {}
+    verification = manifest.verification or {}
     return {
         "name": name,
         "folder": str(folder),
-        "method": manifest.get("method"),
-        "quantize": manifest.get("quantize") or "none",
+        "method": manifest.method,
+        "quantize": manifest.quantize or "none",
         "method_options": {
-            k: v
-            for k, v in (manifest.get("method_options") or {}).items()
-            if v not in (None, False)
+            k: v for k, v in (manifest.method_options or {}).items() if v not in (None, False)
         },
-        "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
+        "ranks": (manifest.embedding_info or {}).get("ranks"),
         "file_bytes": model_file_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
-        "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
+        "embedding_ratio": (manifest.ratios or {}).get("embedding_bytes"),
         "file_ratio": None,
         "mae": rec.get("mae"),
         "norm_mae": rec.get("norm_mae"),
