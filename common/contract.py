@@ -8,7 +8,8 @@ runtime-only install (no torch, no onnx) can import it.
       model.onnx        one decoder with KV cache (+ model.onnx.data past 2 GB)
       decode.onnx       optional, with body.onnx: the split load (export/split_load.py)
       body.onnx
-      manifest.json     a `Manifest` as JSON (indent 2, sorted keys)
+      manifest.json     a `Manifest` as JSON (indent 2, sorted keys); its `files` records the
+                        size and sha256 of each file above (common/integrity.py checks them)
       tokenizer.json    HF fast tokenizer (+ tokenizer_config.json etc.)
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,14 @@ class ModelConfig:
         items = eos if isinstance(eos, list) else [] if eos is None else [eos]
         if not all(_is_int(v) for v in items):
             raise ValueError(f"{path}: config.eos_token_id must be an int or a list of ints")
+        # Special ids index the vocabulary (EOS stops generation, pad fills batches): in range.
+        special = [values["bos_token_id"], values["pad_token_id"], *items]
+        bad = [i for i in special if i is not None and not 0 <= i < values["vocab_size"]]
+        if bad:
+            raise ValueError(
+                f"{path}: special token id {bad[0]} is out of range "
+                f"(vocab_size {values['vocab_size']})"
+            )
         return cls(**values, eos_token_id=eos)
 
 
@@ -141,6 +151,55 @@ def _positive_int(value: Any, key: str, path: str | Path) -> int:
     if not _is_int(value) or value <= 0:
         raise ValueError(f"{path}: config.{key} must be a positive integer, got {value!r}")
     return value
+
+
+def plain_file_name(value: object, what: str, path: str | Path) -> str:
+    """`value` if it is a plain file name (no folder part, not `.`/`..`), else ValueError.
+
+    Every path read from a manifest must be one: onnxruntime holds external data to the same
+    rule, and the runtime's own paths (the split load's files) must not reach outside the
+    folder either. `what` names the manifest key, `path` the manifest."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or value in (".", "..")
+        or any(c in value for c in "/\\:\0")
+        or value != value.strip()
+    ):
+        raise ValueError(
+            f"{path}: {what} must be a plain file name inside the export folder, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file the export wrote, as the manifest's `files` records it (common/integrity.py
+    checks it); `bytes` is None for a hash an older manifest kept elsewhere."""
+
+    sha256: str
+    bytes: int | None = None
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _file_records(raw: Any, path: str | Path) -> dict[str, FileRecord]:
+    """Check the manifest's `files`: file name -> {bytes, sha256}."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: 'files' must be an object of file name -> size and sha256")
+    records = {}
+    for name, entry in raw.items():
+        plain_file_name(name, "a name in 'files'", path)
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: files.{name} must be an object with bytes and sha256")
+        size, digest = entry.get("bytes"), entry.get("sha256")
+        if not _is_int(size) or size < 0:
+            raise ValueError(f"{path}: files.{name}.bytes must be a size in bytes, got {size!r}")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"{path}: files.{name}.sha256 must be 64 hex digits")
+        records[name] = FileRecord(sha256=digest, bytes=size)
+    return records
 
 
 @dataclass
@@ -173,6 +232,8 @@ class Manifest:
     verification: dict[str, Any] | None = None
     weight_quantization: dict[str, Any] | None = None
     split_load: dict[str, Any] | None = None  # decode, body, model_sha256, verification, ...
+    # name -> {bytes, sha256} of every file the runtime loads (absent in older exports)
+    files: dict[str, dict[str, Any]] | None = None
     export_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -201,7 +262,33 @@ class Manifest:
         if split is not None and not isinstance(split, dict):
             raise ValueError(f"{path}: split_load must be an object or null")
         extra = {k: v for k, v in raw.items() if k not in known and k != "config"}
-        return cls(config=ModelConfig.from_dict(raw.get("config"), path), **values, extra=extra)
+        manifest = cls(config=ModelConfig.from_dict(raw.get("config"), path), **values, extra=extra)
+        manifest.split_names(path)  # hostile paths and records are refused before any use
+        manifest.file_records(path)
+        return manifest
+
+    def split_names(self, path: str | Path = MANIFEST_FILE) -> tuple[str, str] | None:
+        """The split load's (decode, body) file names, each a plain name in the folder."""
+        if self.split_load is None:
+            return None
+        return (
+            plain_file_name(self.split_load.get("decode"), "split_load.decode", path),
+            plain_file_name(self.split_load.get("body"), "split_load.body", path),
+        )
+
+    def file_records(self, path: str | Path = MANIFEST_FILE) -> dict[str, FileRecord]:
+        """What each loaded file must be. An older manifest without `files` still holds two
+        hashes: tokenizer.json's and that of the model.onnx the split files point into."""
+        if self.files is not None:
+            return _file_records(self.files, path)
+        legacy: dict[str, FileRecord] = {}
+        tokenizer_sha = (self.tokenizer or {}).get("sha256")
+        if isinstance(tokenizer_sha, str) and _SHA256.fullmatch(tokenizer_sha):
+            legacy[TOKENIZER_FILE] = FileRecord(tokenizer_sha)
+        model_sha = (self.split_load or {}).get("model_sha256")
+        if isinstance(model_sha, str) and _SHA256.fullmatch(model_sha):
+            legacy[MODEL_FILE] = FileRecord(model_sha)
+        return legacy
 
     @classmethod
     def read(cls, folder: str | Path) -> Manifest:

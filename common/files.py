@@ -10,6 +10,12 @@ from pathlib import Path
 from tensorgpt.common.contract import MODEL_FILES
 
 
+def stored_path(path: str) -> str:
+    """A user-typed path as exports record it: `ck/gpt2`, `./ck/gpt2` and `ck//gpt2/` are the
+    same folder, so they must give the same manifest and model.onnx bytes."""
+    return os.path.normpath(path)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MB blocks."""
     digest = hashlib.sha256()

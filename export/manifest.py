@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from tensorgpt import __version__
-from tensorgpt.common.contract import Manifest
+from tensorgpt.common.contract import MODEL_FILES, TOKENIZER_FILE, Manifest
 from tensorgpt.common.files import write_atomic
 
 
@@ -82,3 +82,8 @@ def _to_text(value) -> str:
 
 def tool_version() -> str:
     return __version__
+
+
+def runtime_files(manifest: Manifest) -> list[str]:
+    """Every file the runtime may load from the folder: what the manifest's `files` records."""
+    return [*MODEL_FILES, TOKENIZER_FILE, *(manifest.split_names() or ())]

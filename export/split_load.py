@@ -187,7 +187,10 @@ def write_split(folder: Path) -> dict | None:
     decode.onnx once with onnxruntime.
     """
     model_path = folder / MODEL_FILE
-    model = onnx.load(str(model_path), load_external_data=False)
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: a truncated or damaged file
+        raise ValueError(f"{model_path} is not a readable ONNX file (truncated?): {exc}") from None
     graph = model.graph
     picked, frontier, helpers = decode_nodes(graph)
     if not frontier:
@@ -271,6 +274,8 @@ def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
     out.ir_version = model.ir_version
     out.producer_name = model.producer_name
     out.producer_version = model.producer_version
+    # the tensorgpt.* facts: the runtime checks the manifest against the graph it loads
+    out.metadata_props.extend(model.metadata_props)
     return out
 
 

@@ -115,6 +115,7 @@ def bench(
     repeats: int = 3,
     seed: int = 0,
     split: bool = True,
+    check_integrity: bool = True,
 ) -> dict[str, object]:
     """Load the folder and time greedy generation; see the module docstring for the fields."""
     if repeats < 1:
@@ -122,7 +123,7 @@ def bench(
     fresh_peak = reset_peak_rss()
     rss_before = current_rss_bytes()
     start = time.perf_counter()
-    model = ExportedModel(folder, threads=threads, split=split)
+    model = ExportedModel(folder, threads=threads, split=split, check_integrity=check_integrity)
     load_s = time.perf_counter() - start
     rss_after = current_rss_bytes()
     load_peak = peak_rss_bytes() if fresh_peak else None
@@ -145,6 +146,7 @@ def bench(
         "decode_tokens": decode_tokens,
         "repeats": repeats,
         "load_mode": model.load_mode,
+        "integrity_checked": list(model.checked_files),
         "load_s": round(load_s, 4),
         "first_run_ttft_ms": round(first_ttft * 1000, 3),
         "ttft_ms": _percentile_ms(ttfts, 50),

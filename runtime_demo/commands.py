@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tensorgpt.common.command import Command
+from tensorgpt.common.integrity import SKIP_OPTION
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -30,6 +31,17 @@ def _add_out_dir(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)",
+    )
+    add_integrity_option(parser)
+
+
+def add_integrity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        SKIP_OPTION,
+        dest="skip_integrity_check",
+        action="store_true",
+        help="load even when a file does not match the size and sha256 the manifest records "
+        "(a damaged copy runs, but its output is wrong; `tensorgpt verify` says which file)",
     )
 
 
@@ -68,7 +80,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_prompts(path: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"--prompts {path} is not UTF-8 text (invalid byte at offset {exc.start})"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()  # a trailing blank line is a file-ending habit, not a prompt
     if not lines:
@@ -121,7 +138,9 @@ def _run(args: argparse.Namespace) -> int:
     texts = _prompt_texts(args)
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
-    model = ExportedModel(args.out_dir, threads=args.threads)
+    model = ExportedModel(
+        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+    )
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
@@ -206,7 +225,12 @@ def _print_stats(tokens: int, seconds: float, note: str) -> None:
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     _add_out_dir(parser)
-    parser.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text to score")
+    parser.add_argument(
+        "--text",
+        metavar="FILE",
+        required=True,
+        help="UTF-8 text to score; read and tokenized as a stream, so any size fits in memory",
+    )
     parser.add_argument(
         "--window",
         type=int,
@@ -221,24 +245,42 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the window, no overlap)",
     )
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="score only the text's first N tokens"
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score only the text's first N tokens (reading stops there)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (default: a bar on a terminal, a line every 10%% elsewhere)",
     )
     _add_json(parser, "perplexity and token counts")
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .perplexity import perplexity
+    from .perplexity import text_perplexity
     from .session import ExportedModel
-    from .tokenizer import encode, load_tokenizer
+    from .text_stream import text_bytes
+    from .tokenizer import load_tokenizer
 
-    text = Path(args.text).read_text(encoding="utf-8")
-    if not text.strip():
+    if text_bytes(args.text) == 0:
         raise ValueError(f"--text {args.text} is empty")
-    model = ExportedModel(args.out_dir, threads=args.threads)
+    model = ExportedModel(
+        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+    )
     tokenizer = load_tokenizer(model.folder)
-    # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
-    ids = encode(tokenizer, text, add_special_tokens=False)
-    result = perplexity(model, ids, args.window, args.stride, args.max_tokens, progress=True)
+    # No BOS: the windows score the text itself, as in HF's strided-perplexity guide. The text
+    # is read, tokenized and scored as a stream: memory stays bounded for any file size.
+    result = text_perplexity(
+        model,
+        tokenizer,
+        args.text,
+        args.window,
+        args.stride,
+        args.max_tokens,
+        progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -277,6 +319,7 @@ def _bench(args: argparse.Namespace) -> int:
         decode_tokens=args.decode_tokens,
         repeats=args.repeats,
         split=not args.whole_load,
+        check_integrity=not args.skip_integrity_check,
     )
     if args.json:
         print(json.dumps(result))
@@ -295,7 +338,7 @@ COMMANDS = [
     ),
     Command(
         name="eval",
-        help="perplexity of a text file with strided sliding windows",
+        help="perplexity of a text file with strided sliding windows (streamed: any file size)",
         add_arguments=_add_eval_arguments,
         run=_eval,
     ),

@@ -14,28 +14,40 @@ Convention (so numbers compare with transformers' guide and with each other):
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from .session import ExportedModel
 
 
 def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, first_scored) per window, for n_tokens tokens."""
-    spans: list[tuple[int, int, int]] = []
-    prev_end = 0
-    for begin in range(0, n_tokens, stride):
-        end = min(begin + window, n_tokens)
-        first_scored = max(prev_end, begin + 1)
-        if first_scored < end:
-            spans.append((begin, end, first_scored))
-        prev_end = end
-        if end == n_tokens:
-            break
-    return spans
+    return list(_Windows(window, stride).ready(n_tokens, final=True))
+
+
+class _Windows:
+    """The windows of the module docstring, handed out as soon as their tokens are known:
+    a window is final once `begin + window` tokens exist or the text has ended."""
+
+    def __init__(self, window: int, stride: int) -> None:
+        self.window, self.stride = window, stride
+        self.begin = 0  # next window's first token
+        self.prev_end = 0
+        self.done = False
+
+    def ready(self, available: int, final: bool) -> Iterator[tuple[int, int, int]]:
+        while not self.done and self.begin < available:
+            if not final and self.begin + self.window > available:
+                return  # more tokens may still belong to this window
+            end = min(self.begin + self.window, available)
+            first_scored = max(self.prev_end, self.begin + 1)
+            if first_scored < end:
+                yield self.begin, end, first_scored
+            self.prev_end = end
+            self.done = final and end == available
+            self.begin += self.stride
 
 
 DEFAULT_WINDOW = 512
@@ -87,39 +99,102 @@ def perplexity(
     window: int | None = None,
     stride: int | None = None,
     max_tokens: int | None = None,
-    progress: bool = False,
 ) -> dict[str, float | int]:
     """Perplexity of `token_ids` (see the module docstring for the exact convention).
 
     Returns perplexity, nll (mean per scored token), tokens (evaluated, after max_tokens),
     scored (tokens that got a prediction), windows, window, stride.
     """
+    return perplexity_stream(
+        model, iter([np.asarray(token_ids, dtype=np.int64)]), window, stride, max_tokens
+    )
+
+
+def perplexity_stream(
+    model: ExportedModel,
+    chunks: Iterator[np.ndarray],
+    window: int | None = None,
+    stride: int | None = None,
+    max_tokens: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, float | int]:
+    """`perplexity` over token ids that arrive in chunks (runtime_demo/text_stream.py).
+
+    Holds at most one window plus one chunk of ids; reading stops at `max_tokens`.
+    `on_progress(end)` is called after each window, `end` the token index it scored up to.
+    """
     window, stride = check_window(model, window, stride)
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be >= 2, got {max_tokens}")
-    ids = np.asarray(token_ids, dtype=np.int64)[:max_tokens]
-    if len(ids) < 2:
-        raise ValueError(f"the text has {len(ids)} token(s); perplexity needs at least 2")
-    model.check_token_ids(ids)
-    spans = windows(len(ids), window, stride)
+    cursor = _Windows(window, stride)
+    held = np.empty(0, dtype=np.int64)  # ids[base:]
+    base = total = scored = n_windows = 0
     total_nll = 0.0
-    scored = 0
-    # tqdm's disable=None hides the bar when stderr is not a terminal (logs, CI).
-    show = progress and len(spans) > 1
-    bar = tqdm(
-        spans, desc="perplexity", unit="window", file=sys.stderr, disable=None if show else True
-    )
-    for begin, end, first in bar:
-        total_nll += _window_nll(model, ids[begin:end], first - begin)
-        scored += end - first
-    bar.close()
+    final = False
+    while not final:
+        chunk = next(chunks, None)
+        final = chunk is None
+        if chunk is not None:
+            if max_tokens is not None:
+                chunk = chunk[: max_tokens - total]
+                final = total + len(chunk) >= max_tokens
+            model.check_token_ids(chunk)
+            held = np.concatenate([held, chunk])
+            total += len(chunk)
+        if final and total < 2:
+            raise ValueError(f"the text has {total} token(s); perplexity needs at least 2")
+        for begin, end, first in cursor.ready(total, final):
+            total_nll += _window_nll(model, held[begin - base : end - base], first - begin)
+            scored += end - first
+            n_windows += 1
+            if on_progress is not None:
+                on_progress(end)
+        drop = min(cursor.begin, total) - base  # no later window starts before cursor.begin
+        held, base = held[drop:], base + drop
     mean = total_nll / scored
     return {
         "perplexity": math.exp(mean),
         "nll": mean,
-        "tokens": int(len(ids)),
+        "tokens": int(total),
         "scored": scored,
-        "windows": len(spans),
+        "windows": n_windows,
         "window": window,
         "stride": stride,
     }
+
+
+def text_perplexity(
+    model: ExportedModel,
+    tokenizer,
+    path: str,
+    window: int | None = None,
+    stride: int | None = None,
+    max_tokens: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """`perplexity` of a UTF-8 text file, tokenized and scored as a stream (bounded memory;
+    runtime_demo/text_stream.py), with progress on stderr when asked."""
+    from .text_stream import Progress, encode_stream, read_pieces, text_bytes
+
+    bar = Progress(text_bytes(path), progress)
+    # (tokens, bytes) at the ends of the chunks read so far: a window's end token maps to about
+    # how far into the file it is, so the bar moves per window, not per 1 MB chunk.
+    marks: deque[tuple[int, int]] = deque([(0, 0)])
+
+    def chunks() -> Iterator[np.ndarray]:
+        tokens = 0
+        for ids, done in encode_stream(tokenizer, read_pieces(path)):
+            tokens += len(ids)
+            marks.append((tokens, done))
+            yield ids
+
+    def on_window(end: int) -> None:
+        while len(marks) > 2 and marks[1][0] < end:
+            marks.popleft()
+        (t0, b0), (t1, b1) = marks[0], marks[min(1, len(marks) - 1)]
+        bar.update(b1 if t1 <= t0 else b0 + (b1 - b0) * (end - t0) // (t1 - t0), end)
+
+    try:
+        return perplexity_stream(model, chunks(), window, stride, max_tokens, on_window)
+    finally:
+        bar.close()

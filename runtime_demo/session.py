@@ -19,43 +19,22 @@ from tensorgpt.common.contract import (
     LOGITS,
     MODEL_FILE,
     POSITION_IDS,
-    Manifest,
     ModelConfig,
     past_name,
-    past_names,
     present_names,
 )
-from tensorgpt.common.files import sha256_file
 from tensorgpt.common.ort_load import (
     open_split_session,
     release_freed_memory,
     session_options,
 )
 
+from .graph_check import check_against_graph
+from .integrity import plan_load
 from .manifest import check_folder, load_manifest
 
 # One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
 KVCache = list[tuple[np.ndarray, np.ndarray]]
-
-_INT64 = "tensor(int64)"
-_FLOAT = "tensor(float)"
-
-
-def split_files(folder: Path, manifest: Manifest) -> tuple[Path, Path] | None:
-    """decode.onnx and body.onnx when the export wrote them for this very model.onnx.
-
-    Stale or missing files mean None: model.onnx is self-contained, so loading it whole is
-    always correct (it only needs more memory while loading).
-    """
-    split = manifest.split_load
-    if not isinstance(split, dict):
-        return None
-    decode, body = folder / str(split.get("decode")), folder / str(split.get("body"))
-    if not (decode.is_file() and body.is_file()):
-        return None
-    if sha256_file(folder / MODEL_FILE) != split.get("model_sha256"):
-        return None
-    return decode, body
 
 
 def _first_line(exc: BaseException) -> str:
@@ -72,11 +51,21 @@ class ExportedModel:
     `load_mode` says which: "split" or "whole".
     """
 
-    def __init__(self, folder: str | Path, threads: int | None = None, split: bool = True) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int | None = None,
+        split: bool = True,
+        check_integrity: bool = True,
+    ) -> None:
         self.folder = check_folder(folder)
         self.manifest, self.config = load_manifest(self.folder)
         self.model_path = self.folder / MODEL_FILE
-        files = split_files(self.folder, self.manifest) if split else None
+        # Every file the load reads is checked against the manifest's hashes first
+        # (runtime_demo/integrity.py); check_integrity=False loads a damaged copy anyway.
+        plan = plan_load(self.folder, self.manifest, split, check_integrity)
+        files = plan.split
+        self.checked_files = plan.checked
         self.load_mode = "whole" if files is None else "split"
         options = session_options(threads)
         try:
@@ -92,8 +81,9 @@ class ExportedModel:
                 f"cannot load {what} (corrupt or truncated?): {_first_line(exc)}"
             ) from None
         release_freed_memory()
+        # Manifest numbers are checked against the graph before anything is sized by them.
+        check_against_graph(self.session, self.config, self.model_path)
         self._output_names = [LOGITS, *present_names(self.config.num_layers)]
-        _check_graph_io(self.session, self.config, self.model_path)
 
     # Convenience views on the config, used by generation, perplexity and bench.
     @property
@@ -145,7 +135,10 @@ class ExportedModel:
         for i, (key, value) in enumerate(past):
             feeds[past_name(i, "key")] = key
             feeds[past_name(i, "value")] = value
-        outputs = self.session.run(self._output_names, feeds)
+        try:
+            outputs = self.session.run(self._output_names, feeds)
+        except Exception as exc:  # onnxruntime's run errors: a graph that contradicts its folder
+            raise ValueError(f"{self.model_path}: onnxruntime failed: {_first_line(exc)}") from None
         present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self.num_layers)]
         return outputs[0], present
 
@@ -176,50 +169,4 @@ def _check_shapes(
         raise ValueError(
             f"{past_len + seq} positions exceed the model's context "
             f"(max_position_embeddings {config.max_position_embeddings})"
-        )
-
-
-def _check_graph_io(session: ort.InferenceSession, config: ModelConfig, path: Path) -> None:
-    """Compare the graph's inputs/outputs with what the manifest says they must be."""
-    inputs = {arg.name: arg for arg in session.get_inputs()}
-    outputs = {arg.name: arg for arg in session.get_outputs()}
-    want_inputs = {INPUT_IDS: _INT64, ATTENTION_MASK: _INT64, POSITION_IDS: _INT64}
-    want_inputs |= dict.fromkeys(past_names(config.num_layers), _FLOAT)
-    want_outputs = {LOGITS: _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
-    for kind, have, want in (("inputs", inputs, want_inputs), ("outputs", outputs, want_outputs)):
-        missing = sorted(set(want) - set(have))
-        extra = sorted(set(have) - set(want))
-        if missing or extra:
-            detail = "; ".join(
-                part
-                for part in (
-                    f"missing {', '.join(missing[:4])}" if missing else "",
-                    f"unexpected {', '.join(extra[:4])}" if extra else "",
-                )
-                if part
-            )
-            raise ValueError(
-                f"{path} {kind} do not match the manifest ({config.num_layers} layers): {detail}"
-            )
-        for name, dtype in want.items():
-            if have[name].type != dtype:
-                raise ValueError(f"{path}: {name} is {have[name].type}, expected {dtype}")
-    # Fixed dimensions, where the graph states them (dynamic ones are strings or None).
-    kv_shape = inputs[past_name(0, "key")].shape
-    expected = {1: config.num_kv_heads, 3: config.head_dim}
-    for axis, value in expected.items():
-        if len(kv_shape) == 4 and isinstance(kv_shape[axis], int) and kv_shape[axis] != value:
-            raise ValueError(
-                f"{path}: past key shape {kv_shape} does not match the manifest "
-                f"(num_kv_heads {config.num_kv_heads}, head_dim {config.head_dim})"
-            )
-    logits_shape = outputs[LOGITS].shape
-    if (
-        len(logits_shape) == 3
-        and isinstance(logits_shape[2], int)
-        and logits_shape[2] != config.vocab_size
-    ):
-        raise ValueError(
-            f"{path}: logits have {logits_shape[2]} entries, manifest vocab_size is "
-            f"{config.vocab_size}"
         )

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "tensorgpt.sweep_commands",
     "tensorgpt.runtime_demo.commands",
     "tensorgpt.compare_commands",
+    "tensorgpt.runtime_demo.verify_commands",
 )
 
 

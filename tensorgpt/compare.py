@@ -5,8 +5,10 @@ Facts about bytes and reconstruction errors come from each folder's manifest.jso
 onnxruntime only (no torch: this module runs on the device).
 
 Perplexity is the slow part (minutes per SmolLM2-size variant), so it is cached in the folder
-(`.tensorgpt-measurements.json`), keyed by model.onnx's size and mtime and by the text options;
-re-running a comparison only re-measures speed. Speed is never taken from the cache: decode
+(`.tensorgpt-measurements.json`), keyed by model.onnx's size and mtime, the sha256 of
+manifest.json and tokenizer.json (a swapped tokenizer scores another tokenization), the text
+and its options; a cached number is still only reused after the folder's files pass the
+integrity check (runtime_demo/integrity.py). Re-running a comparison only re-measures speed. Speed is never taken from the cache: decode
 latencies only compare when all variants are timed in the same run, on the same machine load.
 """
 
@@ -20,8 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE, MODEL_FILES, Manifest
-from tensorgpt.common.files import model_file_bytes, read_text, sha256_file, write_atomic
+from tensorgpt.common.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    MODEL_FILES,
+    TOKENIZER_FILE,
+    Manifest,
+)
+from tensorgpt.common.files import model_file_bytes, sha256_file, write_atomic
 from tensorgpt.runtime_demo.manifest import load_manifest
 
 CACHE_NAME = ".tensorgpt-measurements.json"
@@ -138,6 +146,8 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
         {
             "kind": "perplexity",
             "files": file_key(folder),
+            "manifest_sha256": sha256_file(folder / MANIFEST_FILE),
+            "tokenizer_sha256": sha256_file(folder / TOKENIZER_FILE),
             "text_sha256": text_sha,
             "max_tokens": text.max_tokens,
             "window": text.window,
@@ -150,29 +160,41 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
 # ---------------------------------------------------------------------------- measurements
 
 
+def check_text(path: str | Path) -> None:
+    """One pass over the text (never all of it in memory): readable, UTF-8, not empty."""
+    from tensorgpt.runtime_demo.text_stream import read_pieces
+
+    for _piece in read_pieces(path):
+        pass
+
+
 def measure_perplexity(
     folder: str | Path,
     text: TextOptions,
     threads: int | None = None,
     use_cache: bool = True,
     log: Log = _quiet,
+    check_integrity: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
-    from tensorgpt.runtime_demo.perplexity import perplexity
+    from tensorgpt.runtime_demo.integrity import plan_load
+    from tensorgpt.runtime_demo.perplexity import text_perplexity
     from tensorgpt.runtime_demo.session import ExportedModel
-    from tensorgpt.runtime_demo.tokenizer import encode, load_tokenizer
+    from tensorgpt.runtime_demo.tokenizer import load_tokenizer
 
     folder = Path(folder)
     text_sha = sha256_file(text.path)
     key = _perplexity_key(folder, text, text_sha)
     if use_cache and key in (cached := _load_cache(folder)):
+        # the same check a load does: a damaged copy of a measured folder is not reported
+        plan_load(folder, read_export(folder), split=True, check=check_integrity)
         return {**cached[key], "cached": True}
-    model = ExportedModel(folder, threads=threads)
-    # No BOS, as `tensorgpt eval` does: the windows score the text itself.
-    ids = encode(load_tokenizer(folder), read_text(text.path, "--text"), add_special_tokens=False)
+    model = ExportedModel(folder, threads=threads, check_integrity=check_integrity)
     log(f"perplexity of {folder.name} ...")
-    try:
-        result = perplexity(model, ids, text.window, text.stride, text.max_tokens)
+    try:  # streamed and without BOS, as `tensorgpt eval` does
+        result = text_perplexity(
+            model, load_tokenizer(folder), text.path, text.window, text.stride, text.max_tokens
+        )
     except OverflowError:  # exp(mean NLL) past float range: the model is broken, say so
         result = {"perplexity": math.inf}
     del model  # free the session before the caller loads the next one
@@ -181,7 +203,9 @@ def measure_perplexity(
     return {**result, "cached": False}
 
 
-def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
+def measure_speed(
+    folder: str | Path, speed: SpeedOptions, check_integrity: bool = True
+) -> dict[str, Any]:
     """Batch-1 decode latency (median ms per new token) and session load time."""
     from tensorgpt.runtime_demo.bench import bench
 
@@ -191,6 +215,7 @@ def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
         prompt_tokens=speed.prompt_tokens,
         decode_tokens=speed.decode_tokens,
         repeats=speed.repeats,
+        check_integrity=check_integrity,
     )
     keys = ("decode_ms_median", "decode_ms_p90", "load_s", "ttft_ms", "load_peak_rss_mb")
     return {k: result[k] for k in keys}
@@ -253,6 +278,7 @@ def compare(
     speed: SpeedOptions | None = SpeedOptions(),
     use_cache: bool = True,
     log: Log = _quiet,
+    check_integrity: bool = True,
 ) -> dict[str, Any]:
     """One row per folder (see `_row`), with ratios against the uncompressed folder if given.
 
@@ -264,14 +290,16 @@ def compare(
     manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
     check_same_tokenizer(paths, manifests)
     if text is not None:
-        read_text(text.path, "--text")
+        check_text(text.path)
     rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
     base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
 
     if text is not None:
         for row in rows:
             threads = speed.threads if speed else None
-            result = measure_perplexity(row["folder"], text, threads, use_cache, log)
+            result = measure_perplexity(
+                row["folder"], text, threads, use_cache, log, check_integrity
+            )
             row["perplexity"] = result["perplexity"]
             row["tokens_scored"] = result.get("scored")
             log(
@@ -287,7 +315,7 @@ def compare(
             raise ValueError(f"timing rounds must be >= 1, got {speed.rounds}")
         for _ in range(speed.rounds):
             for row in rows:
-                timing = measure_speed(row["folder"], speed)
+                timing = measure_speed(row["folder"], speed, check_integrity)
                 if row["decode_ms"] is None or timing["decode_ms_median"] < row["decode_ms"]:
                     row["decode_ms"], row["load_s"] = timing["decode_ms_median"], timing["load_s"]
                 peak = timing["load_peak_rss_mb"]

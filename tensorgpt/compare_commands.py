@@ -39,8 +39,11 @@ def add_measurement_arguments(p: argparse.ArgumentParser, text_required: bool = 
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from tensorgpt.runtime_demo.commands import add_integrity_option
+
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders written by `tensorgpt export`")
     add_measurement_arguments(p)
+    add_integrity_option(p)
 
 
 def options_from_args(args: argparse.Namespace):
@@ -90,7 +93,14 @@ def _run(args: argparse.Namespace) -> int:
     from tensorgpt.compare import compare
 
     text, speed = options_from_args(args)
-    report = compare(args.dirs, text, speed, use_cache=not args.no_cache, log=log)
+    report = compare(
+        args.dirs,
+        text,
+        speed,
+        use_cache=not args.no_cache,
+        log=log,
+        check_integrity=not args.skip_integrity_check,
+    )
     write_outputs(report, args)
     return 0
 

@@ -38,8 +38,7 @@ def _log(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tensorgpt.common.files import read_text
-    from tensorgpt.compare import compare, measure_perplexity
+    from tensorgpt.compare import check_text, compare, measure_perplexity
     from tensorgpt.compare_commands import log, options_from_args
     from tensorgpt.sweep import default_grid, run_sweep, select
 
@@ -51,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--text FILE is required (or --sizes-only)")
     text, speed = options_from_args(args)
     if text is not None:
-        read_text(text.path, "--text")  # a bad --text fails now, not after an hour of exports
+        check_text(text.path)  # a bad --text fails now, not after an hour of exports
     variants = select(default_grid(), args.only)
     out = Path(args.out)
 

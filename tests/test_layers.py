@@ -32,7 +32,13 @@ ALLOWED = {
     "orchestration": set(FOLDERS),
 }
 # The contract and file helpers: stdlib only, so any install (and any layer) can read them.
-STDLIB_ONLY = ("common/contract.py", "common/files.py", "common/command.py", "common/__init__.py")
+STDLIB_ONLY = (
+    "common/contract.py",
+    "common/files.py",
+    "common/integrity.py",
+    "common/command.py",
+    "common/__init__.py",
+)
 
 
 def layer_of(module: str) -> str | None:

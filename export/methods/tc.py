@@ -44,8 +44,8 @@ class TransformCode(EmbeddingMethod):
             )
 
     def compress(self, table, spec, adapter=None, tokenizer=None):
-        from tensorgpt.common.files import read_text
-        from tensorgpt.export.calibration import compute_stats, sensitivity_metric
+        from tensorgpt.common.files import read_text, stored_path
+        from tensorgpt.export.calibration import compute_stats, sensitivity_metric, window_for
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
         from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
@@ -64,13 +64,17 @@ class TransformCode(EmbeddingMethod):
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,
             "calibration_tokens": int(stats["n_tokens"]),
-            "calibration_text": str(spec.calib_text),
+            "calibration_text": stored_path(spec.calib_text),
             "unseen_tokens": int((stats["counts"] == 0).sum()),
         }
         if spec.heal_steps:
             from tensorgpt.export.healing import HealConfig, heal
 
             code, info["healing"] = heal(
-                adapter, tokenizer, code, text, HealConfig(steps=spec.heal_steps)
+                adapter,
+                tokenizer,
+                code,
+                text,
+                HealConfig(steps=spec.heal_steps, window=window_for(adapter)),
             )
         return TransformCodedEmbedding(code), info

@@ -161,3 +161,72 @@ def test_tc_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
         capsys,
     )
     _assert_one_line_error(code, err, "not found")
+
+
+def test_tc_on_a_model_with_a_short_context(tiny_gpt2, tmp_path, capsys):
+    """tiny GPT-2 has 256 positions: the calibration window (512) must shrink to fit, not
+    index position 511 (it was an IndexError traceback)."""
+    calib = tmp_path / "calib.txt"
+    calib.write_text("The quick brown fox jumps over the lazy dog. It was a sunny day. " * 200)
+    out = tmp_path / "out"
+    code, err = _run(
+        [
+            str(tiny_gpt2),
+            str(out),
+            "--method",
+            "tc",
+            "--bits-per-weight",
+            "4",
+            "--calib-text",
+            str(calib),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert (out / "model.onnx").is_file()
+
+
+def _tiny_gguf(path: Path) -> Path:
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("keep", [100, 2000])
+def test_truncated_gguf_is_named(tmp_path, capsys, keep):
+    whole = _tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[:keep])
+    code, err = _run([str(cut), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, str(cut))
+    assert "truncated" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_source_path_is_stored_normalized(tiny_gpt2, monkeypatch):
+    from tensorgpt.export.load import load
+
+    monkeypatch.chdir(tiny_gpt2.parent)
+    plain = load(tiny_gpt2.name).source
+    assert load(f"./{tiny_gpt2.name}/").source == plain == tiny_gpt2.name
+
+
+def test_capped_rank_is_said():
+    from tensorgpt.export.compress import CompressionSpec
+    from tensorgpt.export.exporter import _say_rank_cap
+
+    said: list[str] = []
+    _say_rank_cap(
+        CompressionSpec(method="tt", rank=1_000_000), {"ranks": [1, 2, 4, 2, 1]}, said.append
+    )
+    assert said and "--rank 1000000" in said[0] and "capped at 4" in said[0]
+    said.clear()
+    _say_rank_cap(CompressionSpec(method="tt", rank=4), {"ranks": [1, 2, 4, 2, 1]}, said.append)
+    assert said == []

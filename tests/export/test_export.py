@@ -199,6 +199,7 @@ def test_same_command_gives_identical_bytes(tiny_llama, tmp_path):
 def test_failure_leaves_out_dir_untouched(tiny_gpt2, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
+    (out / "manifest.json").write_text('{"format": "tensorgpt-export"}')  # an earlier export
     (out / "keep.txt").write_text("old export")
 
     def disk_full(*args, **kwargs):
@@ -207,7 +208,7 @@ def test_failure_leaves_out_dir_untouched(tiny_gpt2, tmp_path, monkeypatch):
     monkeypatch.setattr("tensorgpt.export.exporter.onnx.save_model", disk_full)
     code = cli_main(["export", str(tiny_gpt2), str(out), "--force"])
     assert code == 2
-    assert sorted(os.listdir(out)) == ["keep.txt"]
+    assert sorted(os.listdir(out)) == ["keep.txt", "manifest.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"], "no staging folder left behind"
 
 

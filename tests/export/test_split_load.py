@@ -183,3 +183,33 @@ def test_split_command_rejects_a_non_export(tmp_path, capsys):
     assert main(["split", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not an exported folder" in err and "\n" not in err
+
+
+def test_split_refuses_a_model_onnx_that_does_not_match(split_export, tmp_path, capsys):
+    """`tensorgpt split` builds byte-offset references into model.onnx: on a damaged copy it
+    must refuse, not record the damaged file's hash as the export's."""
+    import json
+    import shutil
+
+    from tensorgpt.cli import main
+
+    folder = tmp_path / "copy"
+    shutil.copytree(split_export[0], folder)
+    manifest_before = (folder / "manifest.json").read_text()
+    model = folder / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert main(["split", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "model.onnx does not match" in err and len(err.strip().splitlines()) == 1
+    assert (folder / "manifest.json").read_text() == manifest_before
+    # an older manifest has no record of model.onnx: a truncated file is still one line
+    manifest = json.loads(manifest_before)
+    manifest.pop("files")
+    manifest["split_load"] = None
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model.write_bytes(bytes(data[: len(data) // 3]))
+    assert main(["split", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "model.onnx is not a readable ONNX file" in err and "Traceback" not in err

@@ -139,6 +139,30 @@ def test_perplexity_is_cached_until_the_model_changes(exports: list[Path], text_
     assert not measure_perplexity(folder, _text(text_file))["cached"]
 
 
+def test_cache_key_covers_tokenizer_and_manifest(
+    exports: list[Path], text_file: Path, tmp_path: Path
+) -> None:
+    """A swapped tokenizer scores another tokenization: a cached number must not be reused
+    (and with the integrity check on, the swapped folder is refused outright)."""
+    import shutil
+
+    from tensorgpt.common.integrity import IntegrityError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(exports[0], folder)
+    assert not measure_perplexity(folder, _text(text_file))["cached"]
+    assert measure_perplexity(folder, _text(text_file))["cached"]
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # same tokenizer, other bytes
+    with pytest.raises(IntegrityError, match="tokenizer.json"):
+        measure_perplexity(folder, _text(text_file))
+    assert not measure_perplexity(folder, _text(text_file), check_integrity=False)["cached"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["note"] = "edited"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert not measure_perplexity(folder, _text(text_file), check_integrity=False)["cached"]
+
+
 def test_cli_writes_json_markdown_and_plot(
     exports: list[Path], text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -235,7 +259,7 @@ def test_timing_rounds_interleave_and_keep_the_best(
     calls: list[str] = []
     slow_then_fast = {0: 9.0, 1: 5.0, 2: 7.0}
 
-    def fake_speed(folder, speed):
+    def fake_speed(folder, speed, check_integrity=True):
         calls.append(Path(folder).name)
         ms = slow_then_fast[sum(c == Path(folder).name for c in calls) - 1]
         return {

@@ -13,6 +13,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from tensorgpt.common.integrity import record_files
+
 WORDS = ["<pad>", "<eos>", "the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
 
 
@@ -106,6 +108,8 @@ def write_toy_export(folder: Path, **config_overrides: object) -> Path:
     config = toy_config() | config_overrides
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(toy_graph(config), str(folder / "model.onnx"))
-    (folder / "manifest.json").write_text(json.dumps(toy_manifest(config)))
     toy_tokenizer(config["vocab_size"]).save(str(folder / "tokenizer.json"))
+    manifest = toy_manifest(config)
+    manifest["files"] = record_files(folder, ["model.onnx", "tokenizer.json"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
