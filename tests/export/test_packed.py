@@ -43,8 +43,8 @@ def _inits(path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def _logits(folder, ids: np.ndarray) -> np.ndarray:
-    model = ExportedModel(folder, threads=1)
+def _logits(folder, ids: np.ndarray, check_integrity: bool = True) -> np.ndarray:
+    model = ExportedModel(folder, threads=1, check_integrity=check_integrity)
     mask = np.ones_like(ids)
     positions = np.arange(ids.shape[1], dtype=np.int64)[None, :]
     return model.forward(ids, mask, positions, model.empty_past(1))[0]
@@ -78,7 +78,8 @@ def test_packed_equals_portable_at_fp32_activations(pair, tmp_path):
     ids = np.arange(1, 25, dtype=np.int64)[None, :] * 7 % 300
     # portable runs the fp32 table; packed its 8-bit version: compare against a portable
     # run whose table is the same 8-bit grid, via the graph's own rows (parity tolerance)
-    got, want = _logits(fp32, ids), _logits(portable, ids)
+    # model.onnx was edited on purpose (accuracy level), so its recorded hash no longer holds
+    got, want = _logits(fp32, ids, check_integrity=False), _logits(portable, ids)
     scale = float(np.abs(want).max())
     assert np.abs(got - want).max() <= 0.05 * scale  # only the table's 8-bit rounding differs
     shipped = _logits(packed, ids)
