@@ -33,6 +33,10 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
     """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
     import torch
 
+    from tensorgpt.models import adapter_for
+
+    # a table error d in a raw row reaches the body as d * scale (Gemma's scaled embedding)
+    scale = adapter_for(model).embedding_scale() or 1.0
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     emb = model.get_input_embeddings()
     vocab, dim = emb.weight.shape
@@ -57,7 +61,7 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]
             loss = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")
             loss.backward()
-            g = e.grad[0].double()
+            g = e.grad[0].double() * scale
             c_in += g.T @ g
             h = captured["h"][0, :-1].detach().double()
             c_h += h.T @ h

@@ -96,7 +96,9 @@ def export_model(
             log(
                 f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
             )
-        attach_embedding_and_head(model, embedding, untied_head, bias)
+        attach_embedding_and_head(
+            model, embedding, untied_head, bias, adapter.embedding_scale(), adapter.head_quirks()
+        )
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / "model.onnx"
@@ -220,6 +222,7 @@ def _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, ti
         "source": loaded.source,
         "architecture": type(loaded.model).__name__,
         "position_encoding": adapter.position_encoding,
+        "quirks": adapter.quirks(),
         "method": spec.method,
         "method_options": spec.options(),
         "quantize": quantize,
