@@ -138,7 +138,10 @@ class GenericAdapter(ModelAdapter):
             rows = torch.arange(min(4, emb.num_embeddings))
             with torch.no_grad():
                 if not torch.allclose(emb(rows), emb.weight[rows] * scale, rtol=1e-6, atol=0):
-                    return f"its embedding does not equal rows x {scale:g}", "a correct embedding_scale"
+                    return (
+                        f"its embedding does not equal rows x {scale:g}",
+                        "a correct embedding_scale",
+                    )
         head = self.lm_head()
         if not isinstance(head, torch.nn.Linear):
             return f"its LM head is {type(head).__name__}, not nn.Linear", "an lm_head() override"

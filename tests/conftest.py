@@ -100,7 +100,11 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
         "Phi3ForCausalLM",
         {"partial_rotary_factor": 0.5, "tie_word_embeddings": False, "pad_token_id": 0},
     ),
-    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {"no_rope_layers": [1, 0], "pad_token_id": 0}),
+    "smollm3": (
+        "SmolLM3Config",
+        "SmolLM3ForCausalLM",
+        {"no_rope_layers": [1, 0], "pad_token_id": 0},
+    ),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": 0}),
     "granite": (
         "GraniteConfig",
