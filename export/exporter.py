@@ -54,8 +54,14 @@ def export_model(
     quantize: str = "none",
     force: bool = False,
     log: Callable[[str], None] = _log,
+    body_cache: dict[str, onnx.ModelProto] | None = None,
 ) -> dict:
-    """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
+    """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input.
+
+    body_cache: pass the same dict to several exports of one checkpoint (other methods) to
+    trace its body once; the body graph does not depend on the method (most of an export's
+    time is torch.onnx tracing it). Keyed by the resolved checkpoint path.
+    """
     spec = spec or CompressionSpec()
     spec.validate()
     if quantize not in QUANTIZE:
@@ -78,15 +84,7 @@ def export_model(
     bias = None if bias is None else bias.detach().float().numpy()
 
     with staged_folder(out_dir) as stage:
-        body_path = stage / "body.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
-            export_body(adapter, body_path)
-        if quantize == "int8":
-            quantize_body_int8(body_path, stage / "body.int8.onnx")
-            body_path = stage / "body.int8.onnx"
-        model = load_body(body_path)
-        for leftover in stage.iterdir():
-            leftover.unlink()
+        model = _body(adapter, stage, quantize, loaded.resolved, body_cache)
         weights_report = None
         if quantize == "q4":
             decoded, weights_report = quantize_weights_q4(model)
@@ -100,7 +98,7 @@ def export_model(
             model, embedding, untied_head, bias, adapter.embedding_scale(), adapter.head_quirks()
         )
         if spec.method != "none":
-            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
+            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size, tied)
         model_path = stage / "model.onnx"
         if quantize == "ort-int8":
             fp32_path = stage / "fp32.onnx"
@@ -151,6 +149,28 @@ def export_model(
     return manifest
 
 
+def _body(adapter, stage: Path, quantize: str, key: str, cache: dict | None) -> onnx.ModelProto:
+    """The traced body graph (int8 MatMuls with --quantize int8), from `cache` when it holds it."""
+    cacheable = cache is not None and quantize != "int8"
+    if cacheable and key in cache:
+        model = onnx.ModelProto()
+        model.CopyFrom(cache[key])
+        return model
+    body_path = stage / "body.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        export_body(adapter, body_path)
+    if quantize == "int8":
+        quantize_body_int8(body_path, stage / "body.int8.onnx")
+        body_path = stage / "body.int8.onnx"
+    model = load_body(body_path)
+    for leftover in stage.iterdir():
+        leftover.unlink()
+    if cacheable:
+        cache[key] = onnx.ModelProto()
+        cache[key].CopyFrom(model)
+    return model
+
+
 def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:
     """decode.onnx + body.onnx beside model.onnx (export/split_load.py), checked in onnxruntime
     on the parity check's prompt and tokens. They let the runtime load with about half the
@@ -191,10 +211,11 @@ def _set_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save_model(model, str(path))
 
 
-def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None:
+def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int, tied: bool) -> None:
     """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
 
-    (int8 codes of the whole table are the compressed format of the int8-rows baseline.)
+    (int8 codes of the whole table are the compressed format of the int8-rows baseline; an
+    untied head, Mistral or Phi-3, is a matrix of its own, stored dense under `lm_head.`.)
     """
     floats = {
         onnx.TensorProto.FLOAT,
@@ -203,6 +224,8 @@ def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None
         onnx.TensorProto.BFLOAT16,
     }
     for tensor in model.graph.initializer:
+        if not tied and tensor.name.startswith("lm_head."):
+            continue
         if tensor.data_type in floats and sorted(tensor.dims) == sorted([vocab, dim]):
             raise RuntimeError(
                 f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
