@@ -27,6 +27,7 @@ from tensorgpt.export.atomic import check_target, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
+from tensorgpt.export.q4_source import name_tensors, rerounded_lines
 from tensorgpt.export.quantize import quantize_all_int8, quantize_body_int8
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.verify import check_split, prompt_ids, verify
@@ -89,11 +90,14 @@ def export_model(
         if quantize == "q4":
             decoded, weights_report = quantize_weights_q4(model)
             # PyTorch runs the same 4-bit weights, so the parity check stays strict
-            load_decoded_into_torch(adapter.decoder_body(), decoded)
+            matched = load_decoded_into_torch(adapter.decoder_body(), decoded)
             del decoded
+            name_tensors(weights_report, matched, loaded.resolved)
             log(
                 f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
             )
+            for line in rerounded_lines(weights_report):
+                log(line)
         attach_embedding_and_head(
             model, embedding, untied_head, bias, adapter.embedding_scale(), adapter.head_quirks()
         )

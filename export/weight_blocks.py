@@ -33,6 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from tensorgpt.export.graph_builder import GraphBuilder, nibbles
+from tensorgpt.export.q4_grid import fit_q4_grid
 
 BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
@@ -41,17 +42,17 @@ SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
 def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, N) float -> packed codes (K/32, 16, N) uint8 (GGUF nibble order), scale and
     minimum (K/32, N) float16."""
+    packed, scale, minimum, _ = encode_q4_blocks_exact(w)
+    return packed, scale, minimum
+
+
+def encode_q4_blocks_exact(w: np.ndarray):
+    """encode_q4_blocks, keeping a grid the weights already lie on (export/q4_grid.py); also
+    returns (K/32, N) bool, True where a block is reproduced bit for bit."""
     k, n = w.shape
-    blocks = w.reshape(k // BLOCK, BLOCK, n).astype(np.float32)
-    low, high = blocks.min(axis=1), blocks.max(axis=1)
-    scale = ((high - low) / 15.0).astype(np.float16)
-    minimum = low.astype(np.float16)
-    d = scale.astype(np.float32)[:, None, :]
-    safe = np.where(d == 0, 1.0, d)
-    q = np.clip(np.rint((blocks - minimum.astype(np.float32)[:, None, :]) / safe), 0, 15)
-    q = q.astype(np.uint8)
+    q, scale, minimum, exact = fit_q4_grid(w.reshape(k // BLOCK, BLOCK, n))
     half = BLOCK // 2
-    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum
+    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum, exact
 
 
 def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
     b = GraphBuilder("q4")
     decoded: dict[str, np.ndarray] = {}
     replaced: dict[str, str] = {}
-    report = {"weights": 0, "params": 0, "exact_weights": 0, "max_rel_change": 0.0}
+    report = {"weights": 0, "params": 0, "exact_weights": 0, "max_rel_change": 0.0, "tensors": {}}
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm") or node.name.startswith(SKIP_PREFIXES):
             continue
@@ -107,7 +108,7 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
         if name not in inits or len(inits[name].dims) != 2 or inits[name].dims[0] % BLOCK:
             continue
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        packed, scale, minimum = encode_q4_blocks(w)
+        packed, scale, minimum, exact = encode_q4_blocks_exact(w)
         back = decode_q4_blocks(packed, scale, minimum)
         k, n = w.shape
         tag = f"w{len(replaced)}"
@@ -127,6 +128,11 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
         report["params"] += w.size
         report["exact_weights"] += int(change <= 1e-6)
         report["max_rel_change"] = max(report["max_rel_change"], change)
+        report["tensors"][weight_key(w)] = {
+            "shape": [k, n],
+            "exact_blocks": round(float(exact.mean()), 6),
+            "rel_rms_error": float(np.sqrt(np.mean((back - w) ** 2) / max(np.mean(w**2), 1e-30))),
+        }
     still_read = {i for node in model.graph.node for i in node.input}
     keep = [t for t in model.graph.initializer if t.name not in replaced or t.name in still_read]
     del model.graph.initializer[:]
@@ -138,12 +144,13 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
     return decoded, report
 
 
-def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> int:
-    """Give each torch weight the values the graph now decodes; returns how many matched."""
+def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> dict[str, str]:
+    """Give each torch weight the values the graph now decodes; returns {parameter name:
+    weight_key} for the ones matched (names the report's tensors)."""
     import torch
 
-    matched = 0
-    for param in module.parameters():
+    matched = {}
+    for name, param in module.named_parameters():
         if param.dim() != 2:
             continue
         w = param.detach().float().numpy()
@@ -153,5 +160,5 @@ def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> int:
             param.data = torch.from_numpy(np.ascontiguousarray(decoded[key].T))
         else:
             continue
-        matched += 1
+        matched[name] = key
     return matched
