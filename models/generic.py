@@ -112,7 +112,12 @@ class GenericAdapter(ModelAdapter):
         c = self.config
         if getattr(c, "is_encoder_decoder", False):
             return "it is an encoder-decoder model", "a decoder-only export (not supported)"
-        for key in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers"):
+        if getattr(c, "num_attention_heads", None) is None:
+            return (
+                "its config has no num_attention_heads (a state-space or recurrent model?)",
+                "a cache for non-attention layers",
+            )
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers"):
             if getattr(c, key, None) is None:
                 return f"its config has no {key}", "a shape() override"
         body = self.decoder_body()
