@@ -46,6 +46,8 @@ def write_gguf(
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"tiny-{family}")
     for key, attr in GGUF_CONFIG_MAPPING[arch].items():
+        if attr is None:  # keys transformers reads but ignores
+            continue
         value = getattr(config, attr, None)
         if attr == "rope_theta" and value is None:
             value = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
