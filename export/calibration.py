@@ -35,13 +35,15 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
 
     from tensorgpt.models import adapter_for
 
+    adapter = adapter_for(model)
     # a table error d in a raw row reaches the body as d * scale (Gemma's scaled embedding)
-    scale = adapter_for(model).embedding_scale() or 1.0
+    scale = adapter.embedding_scale() or 1.0
+    positions = adapter.shape().max_position_embeddings or WINDOW  # GPT-2 style tables end
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     emb = model.get_input_embeddings()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
-    window = min(WINDOW, len(ids))
+    window = min(WINDOW, positions, len(ids))
     if window < 2:
         raise ValueError("--calib-text: fewer than 2 tokens")
     c_in = torch.zeros(dim, dim, dtype=torch.float64)

@@ -62,7 +62,10 @@ def write_gguf(
             writer.add_float32(full, value)
     _add_tokenizer(writer, checkpoint / "tokenizer.json")
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config.num_hidden_layers)
+    # llama.cpp writes Mistral as llama; transformers reads either name
+    gguf_arch = gguf.MODEL_ARCH["LLAMA" if arch == "mistral" else arch.upper()]
+    names = gguf.get_tensor_name_map(gguf_arch, config.num_hidden_layers)
+    conv1d = {n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
     tied = config.tie_word_embeddings
     for name, tensor in model.state_dict().items():
         if tied and name == "lm_head.weight":
@@ -71,6 +74,8 @@ def write_gguf(
         if target is None:
             raise ValueError(f"no GGUF name for {name}")
         w = tensor.detach().float().numpy()
+        if name.rsplit(".", 1)[0] in conv1d and w.ndim == 2:
+            w = w.T  # GPT-2's Conv1D keeps (in, out); GGUF stores (out, in) like a Linear
         kind = next((k for frag, k in kinds.items() if frag in name), "Q4_1")
         if w.ndim == 2 and w.shape[1] % 32 == 0 and kind != "F32":
             qtype = GGMLQuantizationType[kind]
@@ -97,3 +102,4 @@ def _add_tokenizer(writer, tokenizer_json: Path) -> None:
     writer.add_token_merges(merges)
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
+    writer.add_pad_token_id(0)
