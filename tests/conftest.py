@@ -19,6 +19,20 @@ TINY_VOCAB = 384
 SHARP_INIT = 0.16
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`slow` tests (declared in pyproject.toml) are deselected unless --run-slow is given."""
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def _training_text() -> list[str]:
     valid = SHARED_DATA / "valid.txt"
     if valid.is_file():

@@ -49,6 +49,8 @@ def write_gguf(
         if attr is None:  # keys transformers reads but ignores
             continue
         value = getattr(config, attr, None)
+        if attr == "n_ctx" and value is None:  # GPT-2's transformers 5 config says n_positions
+            value = config.n_positions
         if attr == "rope_theta" and value is None:
             value = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
         if value is None or attr == "vocab_size":

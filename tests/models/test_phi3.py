@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tests.models import family_checks as checks
-from tests.models.conftest import QUIRKY
+from tests.models.conftest import COMMON
 
 FAMILY = "phi3"
-METHODS = QUIRKY
+METHODS = COMMON
 
 
 def test_parity(exports):
