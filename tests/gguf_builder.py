@@ -56,7 +56,7 @@ def write_gguf(
         if value is None or attr == "vocab_size":
             continue
         full = f"{arch}.{key}"
-        if isinstance(value, bool) or isinstance(value, list):
+        if isinstance(value, (bool, list)):
             continue
         if isinstance(value, int):
             writer.add_uint32(full, value)

@@ -58,6 +58,8 @@ def exports(request, checkpoint, calib_text, tmp_path_factory) -> dict[str, tupl
         out = root / method
         built[method] = (
             out,
-            export_model(str(checkpoint), out, spec, quantize, log=lambda _: None),
+            export_model(
+                str(checkpoint), out, spec, quantize, log=lambda _: None, body_cache=bodies
+            ),
         )
     return built
