@@ -133,6 +133,16 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
     "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.5, "pad_token_id": 0}),
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {"partial_rotary_factor": 0.25}),
     "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", {"sliding_window": None}),
+    "phi": (
+        "PhiConfig",
+        "PhiForCausalLM",
+        {"partial_rotary_factor": 0.5, "tie_word_embeddings": False},
+    ),
+    "falcon": (
+        "FalconConfig",
+        "FalconForCausalLM",
+        {"new_decoder_architecture": True, "num_kv_heads": 2},
+    ),
     "gpt2": (
         "GPT2Config",
         "GPT2LMHeadModel",
