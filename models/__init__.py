@@ -4,7 +4,7 @@ Importing this package registers every family adapter; `adapter_for(model)` pick
 class name and falls back to the generic adapter (models/generic.py).
 """
 
-from tensorgpt.models import cohere, falcon, gemma, granite  # noqa: F401  (registers the adapters)
+from tensorgpt.models import cohere, gemma, granite  # noqa: F401  (registers the adapters)
 from tensorgpt.models.base import (
     DecoderShape,
     HeadQuirks,

@@ -138,11 +138,6 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
         "PhiForCausalLM",
         {"partial_rotary_factor": 0.5, "tie_word_embeddings": False},
     ),
-    "falcon": (
-        "FalconConfig",
-        "FalconForCausalLM",
-        {"new_decoder_architecture": True, "num_kv_heads": 2},
-    ),
     "gpt2": (
         "GPT2Config",
         "GPT2LMHeadModel",
