@@ -2,7 +2,7 @@
 
 For a GGUF source the manifest's `weight_quantization` gains `source_types` (how many of the
 file's tensors are Q4_0, Q4_1, Q4_K, Q6_K, ...) and `tensors`: per PyTorch parameter, the
-share of its 32-weight blocks reproduced bit for bit (export/q4_grid.py) and the relative RMS
+share of its 32-weight blocks reproduced bit for bit (tt_ops/q4_grid.py) and the relative RMS
 error of the rest. Q4_0/Q4_1 blocks come out exact; other source types are re-rounded and the
 export logs one line per such tensor with its error.
 """
@@ -20,14 +20,19 @@ def gguf_tensor_types(path: str) -> dict[str, int]:
     return dict(sorted(Counter(t.tensor_type.name for t in reader.tensors).items()))
 
 
-def name_tensors(report: dict, matched: dict[str, str], source: str) -> None:
-    """Re-key report["tensors"] from content hashes to parameter names (in place); add the
-    GGUF source's tensor types."""
+def name_tensors(report: dict, matched: dict[str, str]) -> None:
+    """Re-key report["tensors"] from content hashes to parameter names (in place)."""
     by_key = report["tensors"]
     report["tensors"] = {name: by_key[key] for name, key in sorted(matched.items())}
+
+
+def describe_source(report: dict, source: str, log) -> None:
+    """Add the GGUF source's tensor types to the report and log the re-rounded tensors."""
     report["source_is_gguf"] = source.endswith(".gguf")
     if report["source_is_gguf"]:
         report["source_types"] = gguf_tensor_types(source)
+    for line in rerounded_lines(report):
+        log(line)
 
 
 def rerounded_lines(report: dict) -> list[str]:

@@ -33,34 +33,10 @@ import onnx
 from onnx import numpy_helper
 
 from tensorgpt.export.graph_builder import GraphBuilder, nibbles
-from tensorgpt.export.q4_grid import fit_q4_grid
+from tensorgpt.tt_ops.row_codecs import Q4_BLOCK as BLOCK
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks_exact
 
-BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
-
-
-def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(K, N) float -> packed codes (K/32, 16, N) uint8 (GGUF nibble order), scale and
-    minimum (K/32, N) float16."""
-    packed, scale, minimum, _ = encode_q4_blocks_exact(w)
-    return packed, scale, minimum
-
-
-def encode_q4_blocks_exact(w: np.ndarray):
-    """encode_q4_blocks, keeping a grid the weights already lie on (export/q4_grid.py); also
-    returns (K/32, N) bool, True where a block is reproduced bit for bit."""
-    k, n = w.shape
-    q, scale, minimum, exact = fit_q4_grid(w.reshape(k // BLOCK, BLOCK, n))
-    half = BLOCK // 2
-    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum, exact
-
-
-def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
-    """The exact arithmetic of the ONNX decode: float(q) * float(d) + float(m), (K, N)."""
-    nb, _, n = packed.shape
-    q = np.concatenate([packed & 15, packed >> 4], axis=1).astype(np.float32)
-    blocks = q * scale.astype(np.float32)[:, None, :]
-    return (blocks + minimum.astype(np.float32)[:, None, :]).reshape(nb * BLOCK, n)
 
 
 def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int, n: int) -> str:

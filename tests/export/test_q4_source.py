@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tensorgpt.export.q4_source import rerounded_lines
-from tensorgpt.export.weight_blocks import decode_q4_blocks, encode_q4_blocks_exact
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks_exact
 
 gguf = pytest.importorskip("gguf")
 

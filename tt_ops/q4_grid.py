@@ -1,6 +1,6 @@
 """Find the 4-bit grid a block of weights already lies on, so `--quantize q4` keeps it exactly.
 
-Our q4 block (export/weight_blocks.py) decodes w = float(q) * float(d) + float(m), q in 0..15,
+Our q4 block (tt_ops/row_codecs.py; its ONNX decode is export/weight_blocks.py) decodes w = float(q) * float(d) + float(m), q in 0..15,
 d and m fp16. A GGUF source dequantized by transformers lies on such a grid block by block:
 
     Q4_1   w = d * q + m          (llama.cpp's m is the block minimum, d = (max - min) / 15)
