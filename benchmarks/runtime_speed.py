@@ -27,12 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+from tensorgpt.common.contract import MANIFEST_FILE, Manifest
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ensure_export(source: str, folder: Path, method: str, rank: int | None) -> Path:
     """Export `source` into `folder` unless a finished export is already there."""
-    if (folder / "manifest.json").is_file():
+    if (folder / MANIFEST_FILE).is_file():
         return folder
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     tt = args.tt or _ensure_export(
         args.model, args.work_dir / f"{name}-{args.tt_method}", args.tt_method, args.tt_rank
     )
-    sources = {json.loads((f / "manifest.json").read_text())["source"] for f in (dense, tt)}
+    sources = {Manifest.read(f).source for f in (dense, tt)}
     if len(sources) > 1:
         print(
             f"[bench] warning: the two exports come from different models: {sources}",
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     results["tt_vs_dense_decode_ratio"] = round(ratio, 3)
     results["tt_vs_dense_target_met"] = ratio <= 1.05
     if not args.skip_torch:
-        source = json.loads((dense / "manifest.json").read_text())["source"]
+        source = Manifest.read(dense).source
         results["torch_eager"] = torch_bench(source, args)
         speedup = (
             results["torch_eager"]["decode_ms_median"] / results["onnx_dense"]["decode_ms_median"]

@@ -231,6 +231,146 @@ def _tied_names(adapter: ModelAdapter) -> list[str]:
     return [n for n, p in adapter.model.named_parameters(remove_duplicate=False) if p is weight]
 
 
+@dataclasses.dataclass
+class _Fit:
+    """What a checkpoint holds besides the parameters: where the fit is."""
+
+    step: int = 0
+    history: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Optimiser:
+    """Adam with warm-up and cosine decay over `config.steps`, plus its checkpoint file."""
+
+    def __init__(self, healable: HealableTable, config: HealConfig, path: Path, key: str):
+        torch = _torch()
+        self.healable, self.path, self.key = healable, path, key
+        self.opt = torch.optim.Adam(healable.parameters(), lr=config.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: min(1.0, (s + 1) / 8) * 0.5 * (1 + math.cos(math.pi * s / config.steps)),
+        )
+
+    def resume(self) -> _Fit:
+        """The fit saved under this key, or a fresh one (another key's file is ignored)."""
+        if self.path.is_file():
+            state = _torch().load(self.path, weights_only=False)
+            if state.get("key") == self.key:
+                self.healable.load_state(state["params"])
+                self.opt.load_state_dict(state["opt"])
+                self.sched.load_state_dict(state["sched"])
+                return _Fit(state["step"], list(state["history"]), state["seconds"])
+        return _Fit()
+
+    def save(self, fit: _Fit) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        _torch().save(
+            {
+                "key": self.key,
+                "params": self.healable.state(),
+                "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(),
+                "step": fit.step,
+                "history": fit.history,
+                "seconds": fit.seconds,
+            },
+            buffer,
+        )
+        write_atomic(self.path, buffer.getvalue())
+
+
+def _calibration_windows(
+    tokenizer, text: str, code: TransformCodedTable, config: HealConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, training windows, held-out windows) of `text`.
+
+    The last tenth (at most 8 windows) is held out: healing is kept only if it lowers the KL
+    there, so a fit that does not generalise never makes a file worse.
+    """
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    ids = ids[ids < code.vocab_size]
+    windows = _windows(ids, min(config.window, len(ids)))
+    if len(windows) < 2:
+        raise ValueError("healing: the calibration text needs at least 2 windows (one held out)")
+    n_held = max(1, min(8, len(windows) // 10))
+    return ids, windows[:-n_held], windows[-n_held:]
+
+
+def _held_out_kls(model, names: list[str], held_out: np.ndarray, tables: list) -> list[float]:
+    """Mean held-out KL of each table; the original model runs once per window for all."""
+    torch = _torch()
+    totals = [0.0] * len(tables)
+    with torch.no_grad():
+        for w in held_out:
+            x = torch.from_numpy(w)[None]
+            target = _original_log_probs(model, x)
+            for i, table in enumerate(tables):
+                totals[i] += float(_kl_to(target, model, names, table, x))
+    return [t / len(held_out) for t in totals]
+
+
+def _run_steps(
+    model,
+    names: list[str],
+    windows: np.ndarray,
+    optimiser: _Optimiser,
+    fit: _Fit,
+    config: HealConfig,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> None:
+    """Steps fit.step .. config.steps, every other weight frozen; checkpoints every
+    `checkpoint_every` steps and on Ctrl-C (then re-raised with how to resume)."""
+    torch = _torch()
+    order = np.random.default_rng(config.seed).permutation(
+        np.resize(np.arange(len(windows)), config.steps * config.windows_per_step)
+    )
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    bar = None
+    if progress and fit.step < config.steps:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=fit.step, desc="healing", unit="step")
+    healable, opt, sched = optimiser.healable, optimiser.opt, optimiser.sched
+    try:
+        while fit.step < config.steps:
+            t0 = time.perf_counter()
+            picked = order[
+                fit.step * config.windows_per_step : (fit.step + 1) * config.windows_per_step
+            ]
+            x = torch.from_numpy(windows[picked])
+            loss = _kl_to(_original_log_probs(model, x), model, names, healable.decode(), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            fit.step += 1
+            fit.history.append(loss.item())
+            fit.seconds += time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(kl=f"{np.mean(fit.history[-8:]):.4f}")
+            if fit.step % config.checkpoint_every == 0 or fit.step == config.steps:
+                optimiser.save(fit)
+            if on_step is not None:
+                on_step(fit.step)
+    except KeyboardInterrupt:
+        optimiser.save(fit)
+        raise KeyboardInterrupt(
+            f"healing stopped at step {fit.step}/{config.steps}, saved to {optimiser.path}; "
+            "rerun the same command to resume"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+
+
 def heal(
     adapter: ModelAdapter,
     tokenizer,
@@ -245,10 +385,10 @@ def heal(
 
     adapter: the original model's adapter (models/; its embedding weight is the table `code`
         encodes; the model is not modified).  checkpoint: file to resume from and save to
-        (default: a content-keyed file under ~/.cache/tensorgpt/heal).  on_step(step) runs after each step (tests use
-        it to interrupt).  Returns the healed code and a report (KL before/after, seconds);
-        the code comes back unchanged (report["kept"] False) when healing did not lower the KL
-        on the held-out last tenth of the text.
+        (default: a content-keyed file under ~/.cache/tensorgpt/heal).  on_step(step) runs
+        after each step (tests use it to interrupt).  Returns the healed code and a report (KL
+        before/after, seconds); the code comes back unchanged (report["kept"] False) when
+        healing did not lower the KL on the held-out last tenth of the text.
     """
     torch = _torch()
     config = config or HealConfig()
@@ -257,112 +397,22 @@ def heal(
     table = adapter.token_embedding().weight.detach().float().numpy()
     if table.shape != (code.vocab_size, code.dim):
         raise ValueError(f"healing: table shape {table.shape} does not match the code's")
-    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    ids = ids[ids < code.vocab_size]
-    windows = _windows(ids, min(config.window, len(ids)))
-    if len(windows) < 2:
-        raise ValueError("healing: the calibration text needs at least 2 windows (one held out)")
-    # the last tenth (at most 8 windows) is held out: healing is kept only if it lowers the KL
-    # there, so a fit that does not generalise never makes a file worse
-    n_held = max(1, min(8, len(windows) // 10))
-    windows, held_out = windows[:-n_held], windows[-n_held:]
+    ids, windows, held_out = _calibration_windows(tokenizer, text, code, config)
     key = _key(code, table, ids, config)
     path = Path(checkpoint) if checkpoint else default_checkpoint_dir() / f"{key}.pt"
     names = _tied_names(adapter)
-    head_tied = adapter.head_is_tied()
 
     healable = HealableTable(code)
-    opt = torch.optim.Adam(healable.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 8) * 0.5 * (1 + math.cos(math.pi * s / config.steps))
-    )
-    history: list[float] = []
-    step, seconds = 0, 0.0
-    if path.is_file():
-        state = torch.load(path, weights_only=False)
-        if state.get("key") == key:
-            healable.load_state(state["params"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            step, history, seconds = state["step"], list(state["history"]), state["seconds"]
-
-    def held_out_kls(tables: list) -> list[float]:
-        """Mean held-out KL of each table; the original model runs once per window for all."""
-        totals = [0.0] * len(tables)
-        with torch.no_grad():
-            for w in held_out:
-                x = torch.from_numpy(w)[None]
-                target = _original_log_probs(model, x)
-                for i, table in enumerate(tables):
-                    totals[i] += float(_kl_to(target, model, names, table, x))
-        return [t / len(held_out) for t in totals]
-
-    def save() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "key": key,
-                "params": healable.state(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "step": step,
-                "history": history,
-                "seconds": seconds,
-            },
-            buffer,
-        )
-        write_atomic(path, buffer.getvalue())
-
-    order = np.random.default_rng(config.seed).permutation(
-        np.resize(np.arange(len(windows)), config.steps * config.windows_per_step)
-    )
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-    resumed_from = step
-    bar = None
-    if progress and step < config.steps:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc="healing", unit="step")
-    try:
-        while step < config.steps:
-            t0 = time.perf_counter()
-            pick = order[step * config.windows_per_step : (step + 1) * config.windows_per_step]
-            x = torch.from_numpy(windows[pick])
-            loss = _kl_to(_original_log_probs(model, x), model, names, healable.decode(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            history.append(loss.item())
-            seconds += time.perf_counter() - t0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(kl=f"{np.mean(history[-8:]):.4f}")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save()
-            if on_step is not None:
-                on_step(step)
-    except KeyboardInterrupt:
-        save()
-        raise KeyboardInterrupt(
-            f"healing stopped at step {step}/{config.steps}, saved to {path}; "
-            "rerun the same command to resume"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-        for p, flag in frozen:
-            p.requires_grad_(flag)
+    optimiser = _Optimiser(healable, config, path, key)
+    fit = optimiser.resume()
+    resumed_from = fit.step
+    _run_steps(model, names, windows, optimiser, fit, config, progress, on_step)
     healed = healable.to_code()
-    kl_before, kl_after = held_out_kls(
-        [torch.from_numpy(code.decode()), torch.from_numpy(healed.decode())]
+    kl_before, kl_after = _held_out_kls(
+        model, names, held_out, [torch.from_numpy(code.decode()), torch.from_numpy(healed.decode())]
     )
     kept = kl_after < kl_before
-    k = min(8, len(history))
+    k = min(8, len(fit.history))
     report = {
         "held_out_kl_before": kl_before,
         "held_out_kl_after": kl_after,
@@ -370,11 +420,11 @@ def heal(
         "steps": config.steps,
         "tokens_per_step": int(config.windows_per_step * windows.shape[1]),
         "calibration_windows": int(len(windows)),
-        "kl_first_steps": float(np.mean(history[:k])) if history else None,
-        "kl_last_steps": float(np.mean(history[-k:])) if history else None,
-        "seconds": round(seconds, 1),
+        "kl_first_steps": float(np.mean(fit.history[:k])) if fit.history else None,
+        "kl_last_steps": float(np.mean(fit.history[-k:])) if fit.history else None,
+        "seconds": round(fit.seconds, 1),
         "resumed_from_step": resumed_from,
-        "head_tied": bool(head_tied),
+        "head_tied": bool(adapter.head_is_tied()),
         "checkpoint": str(path),
         "config": dataclasses.asdict(config),
     }

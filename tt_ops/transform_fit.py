@@ -63,42 +63,15 @@ def fit_transform_code(
     The total (codes + codebooks + scales + basis + means + class ids + gains) never exceeds
     the budget.
     """
-    x = np.asarray(table)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"table: expected a 2-D (V, D) array, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-        raise ValueError("table: expected finite floating-point values")
-    x = x.astype(np.float64)
+    x = _check_table(table)
     V, D = x.shape
-    if (bits_per_weight is None) == (byte_budget is None):
-        raise ValueError("bits_per_weight / byte_budget: give exactly one")
-    if bits_per_weight is not None:
-        if not (np.isfinite(bits_per_weight) and bits_per_weight > 0):
-            raise ValueError(f"bits_per_weight: must be > 0, got {bits_per_weight}")
-        budget = int(math.floor(bits_per_weight * V * D / 8))
-    else:
-        if int(byte_budget) <= 0:
-            raise ValueError(f"byte_budget: must be > 0, got {byte_budget}")
-        budget = int(byte_budget)
+    budget = _budget(V, D, bits_per_weight, byte_budget)
     if basis_bits not in (8, 16):
         raise ValueError(f"basis_bits: 8 or 16, got {basis_bits}")
     if not 1 <= int(max_bits) <= 8:
         raise ValueError(f"max_bits: 1..8, got {max_bits}")
-    weights = None
-    if token_counts is not None:
-        weights = np.asarray(token_counts, dtype=np.float64).reshape(-1)
-        if weights.shape[0] != V:
-            raise ValueError(f"token_counts: expected {V} entries, got {weights.shape[0]}")
-        if not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError("token_counts: must be finite and >= 0")
-        if weights.sum() <= 0:
-            weights = None
-    if sensitivity is not None:
-        m = np.asarray(sensitivity, dtype=np.float64)
-        if m.shape != (D, D) or not np.isfinite(m).all():
-            raise ValueError(f"sensitivity: expected a finite ({D}, {D}) matrix, got {m.shape}")
-    else:
-        m = np.eye(D)
+    weights = _check_weights(token_counts, V)
+    m = _check_metric(sensitivity, D)
     avg_bpw = 8.0 * budget / (V * D)
     if floor_bits is None:
         floor_bits = min(1.0, avg_bpw / 4)
@@ -147,7 +120,6 @@ def fit_transform_code(
     # 5. codebooks + codes
     groups = []
     scale = np.zeros((C, K), dtype=np.float64)
-    yq = np.zeros((V, K))
     for c in range(C):
         rows = np.flatnonzero(cid == c)
         for b in range(1, max_bits + 1):
@@ -155,18 +127,7 @@ def fit_transform_code(
             if ax.size == 0:
                 continue
             s = np.where(sig[c, ax] > 0, sig[c, ax], 1.0)
-            u_n = y[np.ix_(rows, ax)] / s  # (n, m)
-            flat = u_n.reshape(-1)
-            wf = np.repeat(w[rows], len(ax))
-            if flat.size > 400_000:
-                pick = rng.choice(flat.size, 400_000, replace=False)
-                cb = _lloyd(flat[pick], wf[pick], b)
-            else:
-                cb = _lloyd(flat, wf, b)
-            cb16 = cb.astype(np.float16)
-            cbf = cb16.astype(np.float64)
-            mids = (cbf[1:] + cbf[:-1]) / 2
-            codes = np.searchsorted(mids, u_n).astype(np.uint8)
+            cb16, codes = _code_group(y[np.ix_(rows, ax)] / s, np.repeat(w[rows], len(ax)), b, rng)
             planes, off = [], 0
             for pw in PLANES[b]:
                 planes.append((pw, pack_bits((codes >> off) & ((1 << pw) - 1), pw)))
@@ -174,7 +135,6 @@ def fit_transform_code(
             kcols = np.array([col[int(a)] for a in ax], dtype=np.int16)
             scale[c, kcols] = s * bscale[kcols]
             groups.append(CodeGroup(c, b, kcols, cb16, planes))
-            yq[np.ix_(rows, kcols.astype(np.int64))] = cbf[codes] * s
     scale16 = scale.astype(np.float16)
 
     enc = TransformCodedTable(
@@ -209,3 +169,61 @@ def fit_transform_code(
         g = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
         enc.row_gain = np.clip(g, 0.0, 4.0).astype(np.float16)
     return enc
+
+
+def _code_group(u_n: np.ndarray, wf: np.ndarray, bits: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Codebook (float16, 2**bits levels) and codes (uint8, shape of u_n) of one (class, bit
+    width) group: normalised coefficients u_n (rows, axes), their row weights wf (flat)."""
+    flat = u_n.reshape(-1)
+    if flat.size > 400_000:  # the codebook from a sample, the codes for every value
+        pick = rng.choice(flat.size, 400_000, replace=False)
+        cb = _lloyd(flat[pick], wf[pick], bits)
+    else:
+        cb = _lloyd(flat, wf, bits)
+    cb16 = cb.astype(np.float16)
+    cbf = cb16.astype(np.float64)
+    mids = (cbf[1:] + cbf[:-1]) / 2
+    return cb16, np.searchsorted(mids, u_n).astype(np.uint8)
+
+
+def _check_table(table) -> np.ndarray:
+    x = np.asarray(table)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise ValueError(f"table: expected a 2-D (V, D) array, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise ValueError("table: expected finite floating-point values")
+    return x.astype(np.float64)
+
+
+def _budget(V: int, D: int, bits_per_weight, byte_budget) -> int:
+    """The byte budget from exactly one of bits_per_weight and byte_budget."""
+    if (bits_per_weight is None) == (byte_budget is None):
+        raise ValueError("bits_per_weight / byte_budget: give exactly one")
+    if bits_per_weight is not None:
+        if not (np.isfinite(bits_per_weight) and bits_per_weight > 0):
+            raise ValueError(f"bits_per_weight: must be > 0, got {bits_per_weight}")
+        return int(math.floor(bits_per_weight * V * D / 8))
+    if int(byte_budget) <= 0:
+        raise ValueError(f"byte_budget: must be > 0, got {byte_budget}")
+    return int(byte_budget)
+
+
+def _check_weights(token_counts, V: int) -> np.ndarray | None:
+    """(V,) float64 row weights, or None (no counts, or all zero: one class)."""
+    if token_counts is None:
+        return None
+    weights = np.asarray(token_counts, dtype=np.float64).reshape(-1)
+    if weights.shape[0] != V:
+        raise ValueError(f"token_counts: expected {V} entries, got {weights.shape[0]}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("token_counts: must be finite and >= 0")
+    return None if weights.sum() <= 0 else weights
+
+
+def _check_metric(sensitivity, D: int) -> np.ndarray:
+    if sensitivity is None:
+        return np.eye(D)
+    m = np.asarray(sensitivity, dtype=np.float64)
+    if m.shape != (D, D) or not np.isfinite(m).all():
+        raise ValueError(f"sensitivity: expected a finite ({D}, {D}) matrix, got {m.shape}")
+    return m
