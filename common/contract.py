@@ -219,6 +219,7 @@ class Manifest:
     source: str | None = None
     architecture: str | None = None  # HF class name
     position_encoding: str | None = None
+    quirks: list[str] | None = None  # what the family does beyond a Llama-shaped decoder (models/)
     method: str | None = None  # embedding method (export/methods/)
     method_options: dict[str, Any] | None = None
     quantize: str | None = None  # weight quantizer (export/quantizers/)

@@ -6,6 +6,10 @@ result: input_ids,     mask, positions, past  ->  logits,        present
 The head is `Gemm(hidden (N, D), table (V, D), transB=1)`: no transposed copy of the table is
 made, and for a tied compressed table `table` is the embedding's own rebuild subgraph, which
 onnxruntime folds once at session load.
+
+Two adapter hooks (models/base.py) act here: `embedding_scale` multiplies the looked-up rows
+(input side only; the tied head uses the unscaled table, as in PyTorch), and `head_quirks`
+applies logit multiplier, divisor and soft cap after the head, in PyTorch's order.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from onnx import TensorProto, helper
 
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.models.base import HeadQuirks
 
 
 def attach_embedding_and_head(
@@ -23,6 +28,8 @@ def attach_embedding_and_head(
     embedding: EmbeddingGraph,
     untied_head: np.ndarray | None = None,
     head_bias: np.ndarray | None = None,
+    embedding_scale: float | None = None,
+    head_quirks: HeadQuirks | None = None,
 ) -> onnx.ModelProto:
     """Return `body` rewired to take input_ids and produce logits (modified in place).
 
@@ -31,6 +38,8 @@ def attach_embedding_and_head(
     graph = body.graph
     embed = GraphBuilder("embedding")
     rows = embedding.rows(embed, "input_ids")
+    if embedding_scale is not None:
+        rows = embed.op("Mul", [rows, embed.const("scale", np.float32(embedding_scale))])
     embed.op("Identity", [rows], output="inputs_embeds")
 
     head = GraphBuilder("lm_head")
@@ -43,7 +52,7 @@ def attach_embedding_and_head(
     gemm_inputs = [flat, table]
     if head_bias is not None:
         gemm_inputs.append(head.const("bias", np.asarray(head_bias, dtype=np.float32)))
-    logits = head.op("Gemm", gemm_inputs, transB=1)
+    logits = _head_quirks(head, head.op("Gemm", gemm_inputs, transB=1), head_quirks)
     lead = head.op("Shape", ["hidden_states"], start=0, end=2)
     shape = head.op("Concat", [lead, head.ints("vocab", [vocab])], axis=0)
     head.op("Reshape", [logits, shape], output="logits")
@@ -63,6 +72,20 @@ def attach_embedding_and_head(
     graph.node.extend(embed.nodes + body_nodes + head.nodes)
     graph.initializer.extend(embed.initializers + head.initializers)
     return body
+
+
+def _head_quirks(b: GraphBuilder, logits: str, quirks: HeadQuirks | None) -> str:
+    """logits * multiply / divide, then softcap * tanh(logits / softcap): PyTorch's ops."""
+    if quirks is None:
+        return logits
+    if quirks.multiply is not None:
+        logits = b.op("Mul", [logits, b.const("logit_multiply", np.float32(quirks.multiply))])
+    if quirks.divide is not None:
+        logits = b.op("Div", [logits, b.const("logit_divide", np.float32(quirks.divide))])
+    if quirks.softcap is not None:
+        cap = b.const("logit_softcap", np.float32(quirks.softcap))
+        logits = b.op("Mul", [b.op("Tanh", [b.op("Div", [logits, cap])]), cap])
+    return logits
 
 
 def _replace_value(values, old: str, new: onnx.ValueInfoProto) -> None:

@@ -6,6 +6,12 @@ optimisation can fold a compressed table back into a dense one.
 
 transformers 5 keeps the cache in a DynamicCache object, not a tuple of tensors, so a small
 wrapper takes flat tensors, fills a DynamicCache, and returns flat tensors again.
+
+The cache is built without the config on purpose: every layer is a full-length DynamicLayer,
+so `present.{i}` is always past + seq for every layer (the one KV contract the runtime knows),
+also for sliding-window layers (Gemma 2/3, Mistral, Qwen2), whose window the body's own
+sliding-window mask enforces inside the graph (the mask is built from the config, not from
+the cache's layer type). A config-built cache would crop those layers to the window.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import nn
 
 from tensorgpt.common.contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
 from tensorgpt.models import ModelAdapter
+from tensorgpt.models.generic import cache_argument
 
 OPSET = 18
 
@@ -39,19 +46,20 @@ class CachedBody(nn.Module):
         self.body = adapter.decoder_body()
         self.config = adapter.config
         self.num_layers = adapter.shape().num_layers
+        self.cache_argument = cache_argument(self.body)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         from transformers.cache_utils import DynamicCache
 
-        cache = DynamicCache(config=self.config)
+        cache = DynamicCache()  # full-length layers: see the module docstring
         for i in range(self.num_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         out = self.body(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{self.cache_argument: cache},
         )
         present = []
         for layer in out.past_key_values.layers:

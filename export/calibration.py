@@ -22,7 +22,7 @@ WINDOW = 512
 def window_for(adapter: ModelAdapter) -> int:
     """WINDOW, or the model's context if it is shorter (a window past it indexes positions
     the model does not have: an IndexError for GPT-2's 256-position tiny models)."""
-    return min(WINDOW, adapter.shape().max_position_embeddings)
+    return min(WINDOW, adapter.shape().max_position_embeddings or WINDOW)
 
 
 def compute_stats(
@@ -32,6 +32,8 @@ def compute_stats(
     import torch
 
     model = adapter.model
+    # a table error d in a raw row reaches the body as d * scale (Gemma's scaled embedding)
+    scale = adapter.embedding_scale() or 1.0
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
@@ -56,7 +58,7 @@ def compute_stats(
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]
             loss = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")
             loss.backward()
-            g = e.grad[0].double()
+            g = e.grad[0].double() * scale
             c_in += g.T @ g
             h = captured["h"][0, :-1].detach().double()
             c_h += h.T @ h

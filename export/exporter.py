@@ -45,6 +45,7 @@ from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
+from tensorgpt.export.q4_source import describe_source
 from tensorgpt.export.quantizers import get_quantizer, quantizer_names
 from tensorgpt.export.quantizers.base import WeightQuantizer
 from tensorgpt.export.split_load import add_split_load
@@ -73,8 +74,14 @@ def export_model(
     force: bool = False,
     log: Callable[[str], None] = _log,
     runtime: str = DEFAULT_RUNTIME,
+    body_cache: dict[str, onnx.ModelProto] | None = None,
 ) -> dict:
-    """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input."""
+    """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input.
+
+    body_cache: pass the same dict to several exports of one checkpoint (other methods) to
+    trace its body once; the body graph does not depend on the method (most of an export's
+    time is torch.onnx tracing it). Keyed by the resolved checkpoint path.
+    """
     spec = spec or CompressionSpec()
     quantizer = get_quantizer(quantize)
     if runtime not in RUNTIMES:
@@ -100,7 +107,7 @@ def export_model(
     with out_dir_lock(out_dir.resolve()):
         check_target(out_dir, force, source_at)  # again: another export may have just finished
         remove_stale(out_dir.resolve().parent, log)
-        return _export(source, out_dir, spec, quantizer, runtime, log)
+        return _export(source, out_dir, spec, quantizer, runtime, log, body_cache)
 
 
 def _export(
@@ -110,6 +117,7 @@ def _export(
     quantizer: WeightQuantizer,
     runtime: str,
     log: Callable[[str], None],
+    body_cache: dict[str, onnx.ModelProto] | None,
 ) -> dict:
     packed = runtime == "packed"
     started = time.perf_counter()
@@ -117,6 +125,12 @@ def _export(
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
+    if packed and adapter.quirks():
+        # export/assemble_packed.py has no embedding-scale or logit hooks yet
+        raise ValueError(
+            f"--runtime packed does not support {type(loaded.model).__name__} yet "
+            f"({', '.join(adapter.quirks())}); use --runtime portable"
+        )
     table = adapter.token_embedding().weight.detach().float().numpy()
     embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
@@ -128,13 +142,7 @@ def _export(
     bias = None if bias is None else bias.detach().float().numpy()
 
     with staged_folder(out_dir) as stage:
-        body_path = stage / BODY_FILE  # torch's body graph; replaced by the split's below
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
-            export_body(adapter, body_path)
-        model = load_body(quantizer.quantize_body(body_path, stage))
-        for leftover in stage.iterdir():
-            if leftover.name != STAGING_MARKER:
-                leftover.unlink()
+        model = _body(adapter, stage, quantizer, loaded.resolved, body_cache)
         if packed:
             weights_report = quantizer.pack_weights(model, adapter, log)
             # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
@@ -145,10 +153,19 @@ def _export(
                 adapter.lm_head().weight.data = torch.from_numpy(head_table.dense().copy())
         else:
             weights_report = quantizer.quantize_weights(model, adapter, log)
-            attach_embedding_and_head(model, embedding, untied_head, bias)
+            attach_embedding_and_head(
+                model,
+                embedding,
+                untied_head,
+                bias,
+                adapter.embedding_scale(),
+                adapter.head_quirks(),
+            )
             torch_table = embedding
+        if weights_report and "tensors" in weights_report:
+            describe_source(weights_report, loaded.resolved, log)
         if spec.method != "none":
-            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
+            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size, tied)
         model_path = stage / MODEL_FILE
         model = quantizer.rewrite_file(model, model_path, _save)
         _save(model, model_path)
@@ -218,6 +235,29 @@ def _say_rank_cap(spec: CompressionSpec, info: dict, log) -> None:
         )
 
 
+def _body(adapter, stage: Path, quantizer, key: str, cache: dict | None) -> onnx.ModelProto:
+    """The traced body graph as the quantizer wants it loaded, from `cache` when it holds it
+    (only for quantizers that keep torch's body file as it is)."""
+    cacheable = cache is not None and (
+        type(quantizer).quantize_body is WeightQuantizer.quantize_body
+    )
+    if cacheable and key in cache:
+        model = onnx.ModelProto()
+        model.CopyFrom(cache[key])
+        return model
+    body_path = stage / BODY_FILE  # torch's body graph; replaced by the split's below
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        export_body(adapter, body_path)
+    model = load_body(quantizer.quantize_body(body_path, stage))
+    for leftover in stage.iterdir():
+        if leftover.name != STAGING_MARKER:
+            leftover.unlink()
+    if cacheable:
+        cache[key] = onnx.ModelProto()
+        cache[key].CopyFrom(model)
+    return model
+
+
 def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dict | None:
     """decode.onnx + body.onnx beside model.onnx (export/split_load.py), checked in onnxruntime
     on the parity check's prompt and tokens. They let the runtime load with about half the
@@ -258,10 +298,11 @@ def _set_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save_model(model, str(path))
 
 
-def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None:
+def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int, tied: bool) -> None:
     """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
 
-    (int8 codes of the whole table are the compressed format of the int8-rows baseline.)
+    (int8 codes of the whole table are the compressed format of the int8-rows baseline; an
+    untied head, Mistral or Phi-3, is a matrix of its own, stored dense under `lm_head.`.)
     """
     floats = {
         onnx.TensorProto.FLOAT,
@@ -270,6 +311,8 @@ def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int) -> None
         onnx.TensorProto.BFLOAT16,
     }
     for tensor in model.graph.initializer:
+        if not tied and tensor.name.startswith("lm_head."):
+            continue
         if tensor.data_type in floats and sorted(tensor.dims) == sorted([vocab, dim]):
             raise RuntimeError(
                 f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
@@ -289,6 +332,7 @@ def _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, ti
         source=loaded.source,
         architecture=type(loaded.model).__name__,
         position_encoding=adapter.position_encoding,
+        quirks=adapter.quirks(),
         method=spec.method,
         method_options=spec.options(),
         quantize=quantize,

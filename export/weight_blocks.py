@@ -34,7 +34,7 @@ from onnx import numpy_helper
 
 from tensorgpt.export.graph_builder import GraphBuilder, nibbles
 from tensorgpt.tt_ops.row_codecs import Q4_BLOCK as BLOCK
-from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks_exact
 
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
 
@@ -69,7 +69,7 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
     b = GraphBuilder("q4")
     decoded: dict[str, np.ndarray] = {}
     replaced: dict[str, str] = {}
-    report = {"weights": 0, "params": 0, "exact_weights": 0, "max_rel_change": 0.0}
+    report = {"weights": 0, "params": 0, "exact_weights": 0, "max_rel_change": 0.0, "tensors": {}}
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm") or node.name.startswith(SKIP_PREFIXES):
             continue
@@ -84,7 +84,7 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
         if name not in inits or len(inits[name].dims) != 2 or inits[name].dims[0] % BLOCK:
             continue
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        packed, scale, minimum = encode_q4_blocks(w)
+        packed, scale, minimum, exact = encode_q4_blocks_exact(w)
         back = decode_q4_blocks(packed, scale, minimum)
         k, n = w.shape
         tag = f"w{len(replaced)}"
@@ -104,6 +104,11 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
         report["params"] += w.size
         report["exact_weights"] += int(change <= 1e-6)
         report["max_rel_change"] = max(report["max_rel_change"], change)
+        report["tensors"][weight_key(w)] = {
+            "shape": [k, n],
+            "exact_blocks": round(float(exact.mean()), 6),
+            "rel_rms_error": float(np.sqrt(np.mean((back - w) ** 2) / max(np.mean(w**2), 1e-30))),
+        }
     still_read = {i for node in model.graph.node for i in node.input}
     keep = [t for t in model.graph.initializer if t.name not in replaced or t.name in still_read]
     del model.graph.initializer[:]
@@ -115,12 +120,13 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
     return decoded, report
 
 
-def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> int:
-    """Give each torch weight the values the graph now decodes; returns how many matched."""
+def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> dict[str, str]:
+    """Give each torch weight the values the graph now decodes; returns {parameter name:
+    weight_key} for the ones matched (names the report's tensors)."""
     import torch
 
-    matched = 0
-    for param in module.parameters():
+    matched = {}
+    for name, param in module.named_parameters():
         if param.dim() != 2:
             continue
         w = param.detach().float().numpy()
@@ -130,5 +136,5 @@ def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> int:
             param.data = torch.from_numpy(np.ascontiguousarray(decoded[key].T))
         else:
             continue
-        matched += 1
+        matched[name] = key
     return matched

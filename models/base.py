@@ -1,8 +1,16 @@
 """What every architecture adapter says, and the registry that finds one by HF class name.
 
 Shaped like llama.cpp's convert_hf_to_gguf.py: one small class per family, registered under
-the Hugging Face class names it handles, each stating only where its parts live. The exporter
-never reaches into a model's attributes itself; it asks the adapter.
+the Hugging Face class names it handles, each stating only what differs. A class with no
+registered adapter gets the generic one (models/generic.py) when its config and modules carry
+no quirk the generic path cannot honour; the exporter never reaches into a model's attributes
+itself, it asks the adapter.
+
+Hooks (each honoured by graph assembly, export/assemble.py, and checked against PyTorch by
+the export's parity check, export/verify.py):
+
+    embedding_scale()   factor on the looked-up rows, input side only (Gemma: sqrt(hidden))
+    head_quirks()       logit multiplier / divisor / soft cap applied after the LM head
 """
 
 from __future__ import annotations
@@ -26,6 +34,23 @@ class DecoderShape:
     num_kv_heads: int
     head_dim: int
     max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class HeadQuirks:
+    """What happens to `hidden @ table.T` before it is returned as logits, in this order:
+
+    logits = logits * multiply        (Cohere's logit_scale)
+    logits = logits / divide          (Granite's logits_scaling)
+    logits = softcap * tanh(logits / softcap)   (Gemma 2/3 final_logit_softcapping)
+    """
+
+    multiply: float | None = None
+    divide: float | None = None
+    softcap: float | None = None
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 class ModelAdapter:
@@ -64,6 +89,24 @@ class ModelAdapter:
     def shape(self) -> DecoderShape:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise a one-line ValueError if the model needs something this adapter lacks."""
+
+    def embedding_scale(self) -> float | None:
+        """Factor the token-embedding module applies to the rows it looks up (None: none)."""
+        return None
+
+    def head_quirks(self) -> HeadQuirks:
+        return HeadQuirks()
+
+    def quirks(self) -> list[str]:
+        """Human-readable list of what this family does beyond a Llama-shaped decoder."""
+        out = []
+        if (scale := self.embedding_scale()) is not None:
+            out.append(f"embedding scale {scale:.6g}")
+        out += [f"logit {k} {v:g}" for k, v in self.head_quirks().active().items()]
+        return out
+
 
 def register(cls: type[ModelAdapter]) -> type[ModelAdapter]:
     for name in cls.hf_classes:
@@ -75,13 +118,16 @@ def supported_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registered_adapter(name: str) -> type[ModelAdapter] | None:
+    return _REGISTRY.get(name)
+
+
 def adapter_for(model: nn.Module) -> ModelAdapter:
-    """The adapter registered for `type(model).__name__`, or a ValueError listing the supported ones."""
-    name = type(model).__name__
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unsupported architecture {name}; supported: {', '.join(supported_architectures())}"
-        ) from None
-    return cls(model)
+    """The adapter registered for `type(model).__name__`, else the generic adapter if the model
+    needs no hook it lacks; otherwise a one-line ValueError naming the missing hook."""
+    from tensorgpt.models.generic import GenericAdapter
+
+    cls = _REGISTRY.get(type(model).__name__, GenericAdapter)
+    adapter = cls(model)
+    adapter.check()
+    return adapter

@@ -19,6 +19,20 @@ TINY_VOCAB = 384
 SHARP_INIT = 0.16
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`slow` tests (declared in pyproject.toml) are deselected unless --run-slow is given."""
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def _training_text() -> list[str]:
     valid = SHARED_DATA / "valid.txt"
     if valid.is_file():
@@ -47,43 +61,112 @@ def build_tokenizer(folder: Path):
     return fast
 
 
-def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+# Tiny configs per family: 2 layers, hidden 64, 4 heads over 2 KV heads, vocab 384. Sliding
+# windows are 8 tokens, shorter than the 16-token prompt of the export's parity check, so the
+# parity check and the KV-cache tests run past the window. Per family only what differs.
+SLIDING_WINDOW = 8
+_LLAMA_LIKE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    tie_word_embeddings=True,
+)
+FAMILIES: dict[str, tuple[str, str, dict]] = {
+    # family: (config class, model class, config kwargs beyond _LLAMA_LIKE)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        {"sliding_window": SLIDING_WINDOW, "tie_word_embeddings": False},
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        # layers >= max_window_layers slide: layer 0 full, layer 1 sliding
+        {"use_sliding_window": True, "sliding_window": SLIDING_WINDOW, "max_window_layers": 1},
+    ),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16}),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {
+            "head_dim": 16,
+            "sliding_window": SLIDING_WINDOW,
+            "final_logit_softcapping": 5.0,  # small, so the cap bends tiny-model logits
+            "attn_logit_softcapping": 5.0,
+        },
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {
+            "head_dim": 16,
+            "sliding_window": SLIDING_WINDOW,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
+    "phi3": (
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        {"partial_rotary_factor": 0.5, "tie_word_embeddings": False, "pad_token_id": 0},
+    ),
+    "smollm3": (
+        "SmolLM3Config",
+        "SmolLM3ForCausalLM",
+        {"no_rope_layers": [1, 0], "pad_token_id": 0},
+    ),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": 0}),
+    "granite": (
+        "GraniteConfig",
+        "GraniteForCausalLM",
+        {
+            "logits_scaling": 4.0,
+            "embedding_multiplier": 3.0,
+            "residual_multiplier": 0.5,
+            "attention_multiplier": 0.2,
+        },
+    ),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.5, "pad_token_id": 0}),
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", {"partial_rotary_factor": 0.25}),
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", {"sliding_window": None}),
+    "phi": (
+        "PhiConfig",
+        "PhiForCausalLM",
+        {"partial_rotary_factor": 0.5, "tie_word_embeddings": False},
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256},
+    ),
+}
 
+
+def build_checkpoint(folder: Path, family: str, seed: int = 0, **overrides) -> Path:
+    """A random `family` checkpoint with the tiny tokenizer, saved as an HF folder.
+
+    overrides: config kwargs (e.g. real-size shapes for benchmarks)."""
+    import torch
+    import transformers
+
+    config_name, model_name, extra = FAMILIES[family]
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder)
-    vocab = len(tokenizer)
+    base = {} if family == "gpt2" else dict(_LLAMA_LIKE)
+    kwargs = {**base, **extra, **overrides}
+    config = getattr(transformers, config_name)(
+        initializer_range=SHARP_INIT,
+        vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
+        bos_token_id=0,
+        eos_token_id=0,
+        **kwargs,
+    )
     torch.manual_seed(seed)
-    if family == "gpt2":
-        config = GPT2Config(
-            initializer_range=SHARP_INIT,
-            vocab_size=vocab,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            n_positions=256,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-        model = GPT2LMHeadModel(config)
-    elif family == "llama":
-        config = LlamaConfig(
-            initializer_range=SHARP_INIT,
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-        model = LlamaForCausalLM(config)
-    else:
-        raise ValueError(family)
+    model = getattr(transformers, model_name)(config)
     with torch.no_grad():  # random init leaves norms at exactly 1 and biases at 0: perturb them
         for p in model.parameters():
             if p.dim() == 1:
@@ -92,11 +175,15 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
     return folder
 
 
+def family_checkpoint(tmp_path_factory, family: str) -> Path:
+    return build_checkpoint(tmp_path_factory.mktemp(f"tiny-{family}"), family)
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
-    return build_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
+    return family_checkpoint(tmp_path_factory, "gpt2")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    return build_checkpoint(tmp_path_factory.mktemp("tiny-llama"), "llama")
+    return family_checkpoint(tmp_path_factory, "llama")

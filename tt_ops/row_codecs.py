@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tensorgpt.tt_ops.q4_grid import fit_q4_grid
+
 INT4_BLOCK = 32  # columns per fp16 scale in int4 rows (llama.cpp Q4_0 / onnxruntime block-32)
 Q4_BLOCK = 32  # rows of K per Q4_1 block
 
@@ -63,17 +65,18 @@ def dequantize_int4_blocks(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, N) float -> packed codes (K/32, 16, N) uint8 (GGUF nibble order), scale and
     minimum (K/32, N) float16: llama.cpp's Q4_1 grid, w ~ d * q + m with q in 0..15."""
+    packed, scale, minimum, _ = encode_q4_blocks_exact(w)
+    return packed, scale, minimum
+
+
+def encode_q4_blocks_exact(w: np.ndarray):
+    """encode_q4_blocks keeping a 4-bit grid the weights already lie on (a Q4_0 / Q4_1 GGUF
+    source, tt_ops/q4_grid.py); also returns (K/32, N) bool, True where a block is
+    reproduced bit for bit. Other blocks are rounded to nearest on the min/max grid."""
     k, n = w.shape
-    blocks = w.reshape(k // Q4_BLOCK, Q4_BLOCK, n).astype(np.float32)
-    low, high = blocks.min(axis=1), blocks.max(axis=1)
-    scale = ((high - low) / 15.0).astype(np.float16)
-    minimum = low.astype(np.float16)
-    d = scale.astype(np.float32)[:, None, :]
-    safe = np.where(d == 0, 1.0, d)
-    q = np.clip(np.rint((blocks - minimum.astype(np.float32)[:, None, :]) / safe), 0, 15)
-    q = q.astype(np.uint8)
+    q, scale, minimum, exact = fit_q4_grid(w.reshape(k // Q4_BLOCK, Q4_BLOCK, n))
     half = Q4_BLOCK // 2
-    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum
+    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum, exact
 
 
 def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:

@@ -58,30 +58,34 @@ def test_corrupt_checkpoint(tiny_gpt2, tmp_path, capsys):
 
 
 def test_unsupported_architecture(tmp_path, capsys):
+    """A model the generic adapter cannot honour (LFM2's convolution layers need a cache of
+    their own): one line naming what it has, the hook it needs and the file to add."""
     import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import Lfm2Config, Lfm2ForCausalLM
 
     from tests.conftest import build_tokenizer
 
-    ckpt = tmp_path / "neox"
+    ckpt = tmp_path / "lfm2"
     ckpt.mkdir()
     vocab = len(build_tokenizer(ckpt))
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(
+    cfg = Lfm2Config(
         vocab_size=vocab,
         hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
         intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        layer_types=["conv", "full_attention"],
     )
-    GPTNeoXForCausalLM(cfg).save_pretrained(str(ckpt))
+    Lfm2ForCausalLM(cfg).save_pretrained(str(ckpt))
     code, err = _run([str(ckpt), str(tmp_path / "out")], capsys)
     _assert_one_line_error(
         code,
         err,
-        "unsupported architecture GPTNeoXForCausalLM",
-        "GPT2LMHeadModel",
-        "LlamaForCausalLM",
+        "unsupported architecture Lfm2ForCausalLM",
+        "cache for non-attention layers",
+        "tensorgpt/models/lfm2.py",
     )
 
 

@@ -1,0 +1,129 @@
+"""Export time and peak RSS at real large-vocabulary shapes (random weights), every table method.
+
+    python benchmarks/large_vocab.py --shape gemma3-270m [--methods none,tt,...] [--json]
+    python benchmarks/large_vocab.py --shape qwen2.5-0.5b
+
+Shapes are the real configs' (Gemma 3 270M: 262144 x 640 tied table, 18 layers; Qwen2.5-0.5B:
+151936 x 896 tied, 24 layers) with random weights and the tests' small tokenizer: the ids past
+the tokenizer's few hundred never occur in any calibration text, which is exactly the unseen-row
+case a real 262k vocabulary meets (tc gives them its floor class; the other methods code every
+row alike). Each export runs in its own process under `/usr/bin/time -v`, so its peak RSS is its
+own; the load average is printed with every timing (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIB = Path("/work/shared/data/wikitext-2/valid.txt")
+SHAPES = {
+    "gemma3-270m": (
+        "gemma3",
+        dict(
+            vocab_size=262144,
+            hidden_size=640,
+            intermediate_size=2048,
+            num_hidden_layers=18,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            sliding_window=512,
+            layer_types=None,  # the config's own 5 sliding : 1 full pattern
+            max_position_embeddings=32768,
+        ),
+    ),
+    "qwen2.5-0.5b": (
+        "qwen2",
+        dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            use_sliding_window=False,
+            sliding_window=None,
+            max_position_embeddings=32768,
+        ),
+    ),
+}
+METHODS = {
+    "none": [],
+    "int8-rows": ["--method", "int8-rows"],
+    "int4-rows": ["--method", "int4-rows"],
+    "svd": ["--method", "svd"],
+    "tt": ["--method", "tt"],
+    "tt-matrix": ["--method", "tt-matrix"],
+    "tc": ["--method", "tc", "--calib-text", str(CALIB)],
+    "tc+q4": ["--method", "tc", "--calib-text", str(CALIB), "--quantize", "q4"],
+}
+
+
+def build(shape: str, folder: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import build_checkpoint
+
+    family, overrides = SHAPES[shape]
+    return build_checkpoint(folder, family, **overrides)
+
+
+def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
+    cmd = ["/usr/bin/time", "-v", str(Path(sys.executable).with_name("tensorgpt")), "export"]
+    cmd += [str(ckpt), str(out), "--force", *args]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    row = {
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None,
+        "exit": proc.returncode,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if proc.returncode == 0:
+        manifest = json.loads((out / "manifest.json").read_text())
+        row.update(
+            file_mb=round(manifest["bytes"]["file"] / 1e6, 1),
+            embedding_mb=round(manifest["bytes"]["embedding"] / 1e6, 2),
+            max_abs_logit_diff=manifest["verification"]["max_abs_logit_diff"],
+            passed=manifest["verification"]["passed"],
+            unseen_tokens=manifest["embedding_info"].get("unseen_tokens"),
+        )
+    else:
+        row["error"] = [ln for ln in proc.stderr.splitlines() if "rror" in ln][-1:]
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="gemma3-270m")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--work", help="folder for the checkpoint and exports (default: a temp dir)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="large-vocab-") as tmp:
+        work = Path(args.work or tmp)
+        ckpt = work / f"ckpt-{args.shape}"
+        if not (ckpt / "config.json").is_file():
+            build(args.shape, ckpt)
+        rows = {}
+        for method in args.methods.split(","):
+            rows[method] = run_export(ckpt, work / f"out-{method}", METHODS[method])
+            print(method, json.dumps(rows[method]), flush=True)
+            if not args.work:
+                subprocess.run(["rm", "-rf", str(work / f"out-{method}")], check=False)
+    if args.json:
+        print(json.dumps({"shape": args.shape, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Gemma: embedding scaled by sqrt(hidden) inside the embedding module."""
+
+from __future__ import annotations
+
+from tests.models import family_checks as checks
+from tests.models.conftest import COMMON
+
+FAMILY = "gemma"
+METHODS = COMMON
+
+
+def test_parity(exports):
+    checks.check_parity(exports)
+
+
+def test_kv_cache_equals_recompute(exports):
+    checks.check_kv_cache(exports)
+
+
+def test_runtime_generates(exports):
+    checks.check_runtime_generates(exports)

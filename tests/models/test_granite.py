@@ -1,0 +1,21 @@
+"""Granite: logits divided by logits_scaling; embedding and residual multipliers."""
+
+from __future__ import annotations
+
+from tests.models import family_checks as checks
+from tests.models.conftest import COMMON
+
+FAMILY = "granite"
+METHODS = COMMON
+
+
+def test_parity(exports):
+    checks.check_parity(exports)
+
+
+def test_kv_cache_equals_recompute(exports):
+    checks.check_kv_cache(exports)
+
+
+def test_runtime_generates(exports):
+    checks.check_runtime_generates(exports)

@@ -1,0 +1,21 @@
+"""Phi-3 / Phi-4-mini: fused qkv and gate/up projections, partial rotary."""
+
+from __future__ import annotations
+
+from tests.models import family_checks as checks
+from tests.models.conftest import COMMON
+
+FAMILY = "phi3"
+METHODS = COMMON
+
+
+def test_parity(exports):
+    checks.check_parity(exports)
+
+
+def test_kv_cache_equals_recompute(exports):
+    checks.check_kv_cache(exports)
+
+
+def test_runtime_generates(exports):
+    checks.check_runtime_generates(exports)

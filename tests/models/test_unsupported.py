@@ -1,0 +1,93 @@
+"""A model the generic path cannot honour fails with one line: what it has, the hook it needs,
+and the one file to add. Models are built in memory from tiny configs (nothing exported)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from tensorgpt.models import GenericAdapter, adapter_for
+from tests.conftest import FAMILIES, SHARP_INIT
+
+
+def _tiny(family: str, **overrides):
+    config_name, model_name, extra = FAMILIES[family]
+    config = getattr(transformers, config_name)(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        initializer_range=SHARP_INIT,
+        **{**extra, **overrides},
+    )
+    torch.manual_seed(0)
+    return getattr(transformers, model_name)(config)
+
+
+def _one_line_error(model) -> str:
+    with pytest.raises(ValueError) as info:
+        adapter_for(model)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_class_with_a_scaled_embedding_names_the_hook():
+    class MyGemmaForCausalLM(transformers.Gemma3ForCausalLM):
+        pass  # a new class name: no registered adapter, so the generic one is tried
+
+    model = MyGemmaForCausalLM(_tiny("gemma3").config)
+    message = _one_line_error(model)
+    assert "MyGemmaForCausalLM" in message
+    assert "Gemma3TextScaledWordEmbedding" in message and "embedding_scale hook" in message
+    assert "tensorgpt/models/gemma3_text.py" in message
+
+
+def test_unknown_class_with_soft_capped_logits_names_the_hook():
+    class MyLlamaForCausalLM(transformers.LlamaForCausalLM):
+        pass
+
+    model = MyLlamaForCausalLM(_tiny("llama").config)
+    model.config.final_logit_softcapping = 30.0
+    message = _one_line_error(model)
+    assert "final_logit_softcapping=30.0" in message and "head_quirks hook (softcap)" in message
+    assert "tensorgpt/models/llama.py" in message
+
+
+def test_non_attention_layers_name_the_cache_they_need():
+    config = transformers.Lfm2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        layer_types=["conv", "full_attention"],
+    )
+    message = _one_line_error(transformers.Lfm2ForCausalLM(config))
+    assert "['conv']" in message and "cache for non-attention layers" in message
+    assert "tensorgpt/models/lfm2.py" in message
+
+
+def test_registered_adapter_with_a_wrong_scale_is_refused():
+    from tensorgpt.models.gemma import GemmaAdapter
+
+    model = _tiny("gemma")
+
+    class WrongScale(GemmaAdapter):
+        def embedding_scale(self) -> float:
+            return 1.0
+
+    with pytest.raises(ValueError, match="does not equal rows x 1"):
+        WrongScale(model).check()
+    GemmaAdapter(model).check()  # the real hook passes
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "phi3", "smollm3", "olmo2", "stablelm"])
+def test_quirk_free_families_take_the_generic_adapter(family):
+    adapter = adapter_for(_tiny(family))
+    assert type(adapter) is GenericAdapter
+    assert adapter.embedding_scale() is None and not adapter.head_quirks().active()
