@@ -12,29 +12,22 @@ evaluation text: reported perplexities use wikitext-2 test, calibration uses val
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
 
 
-def read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--calib-text: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError(f"--calib-text: {path} is empty")
-    return text
-
-
-def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str, np.ndarray]:
+def compute_stats(
+    adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
+) -> dict[str, np.ndarray]:
     """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
     import torch
 
+    model = adapter.model
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    emb = model.get_input_embeddings()
+    emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
     window = min(WINDOW, len(ids))
@@ -48,7 +41,7 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
         int
     )
     captured = {}
-    head = model.get_output_embeddings()
+    head = adapter.lm_head()
     hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
     try:
         for s in starts:

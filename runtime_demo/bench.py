@@ -139,7 +139,7 @@ def bench(
         steps.extend(run_steps)
     return {
         "folder": str(model.folder),
-        "method": model.manifest.get("method"),
+        "method": model.manifest.method,
         "threads": threads or 0,
         "prompt_tokens": prompt_tokens,
         "decode_tokens": decode_tokens,

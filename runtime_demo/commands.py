@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

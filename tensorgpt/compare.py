@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.files import MODEL_FILES, model_file_bytes, sha256_file, write_atomic
-
-from .manifest import load_manifest
+from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE, MODEL_FILES, Manifest
+from tensorgpt.common.files import model_file_bytes, read_text, sha256_file, write_atomic
+from tensorgpt.runtime_demo.manifest import load_manifest
 
 CACHE_NAME = ".tensorgpt-measurements.json"
 CACHE_VERSION = 1
@@ -63,22 +63,22 @@ def _quiet(_message: str) -> None:
 # ---------------------------------------------------------------------------- reading folders
 
 
-def read_export(folder: str | Path) -> dict[str, Any]:
+def read_export(folder: str | Path) -> Manifest:
     """The folder's manifest; a one-line ValueError if the folder is not a tensorgpt export."""
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a folder (pass export OUT_DIRs to compare)")
-    if not (path / "manifest.json").is_file():
-        raise ValueError(f"{path} has no manifest.json: not a folder written by tensorgpt export")
+    if not (path / MANIFEST_FILE).is_file():
+        raise ValueError(f"{path} has no {MANIFEST_FILE}: not a folder written by tensorgpt export")
     manifest, _config = load_manifest(path)  # checks "format" and the config keys
-    if not (path / "model.onnx").is_file():
-        raise ValueError(f"{path} has no model.onnx: not a complete export")
+    if not (path / MODEL_FILE).is_file():
+        raise ValueError(f"{path} has no {MODEL_FILE}: not a complete export")
     return manifest
 
 
-def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[dict]) -> None:
+def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[Manifest]) -> None:
     """Perplexities over different tokenizations are not comparable: refuse to mix them."""
-    shas = {str(f): (m.get("tokenizer") or {}).get("sha256") for f, m in zip(folders, manifests)}
+    shas = {str(f): (m.tokenizer or {}).get("sha256") for f, m in zip(folders, manifests)}
     if len(set(shas.values())) > 1:
         first, *_ = shas.items()
         other = next((f, s) for f, s in shas.items() if s != first[1])
@@ -94,8 +94,8 @@ def variant_names(folders: Sequence[Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
 
 
-def is_uncompressed(manifest: dict) -> bool:
-    return manifest.get("method") == "none" and (manifest.get("quantize") or "none") == "none"
+def is_uncompressed(manifest: Manifest) -> bool:
+    return manifest.method == "none" and (manifest.quantize or "none") == "none"
 
 
 # ---------------------------------------------------------------------------- cache
@@ -150,18 +150,6 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
 # ---------------------------------------------------------------------------- measurements
 
 
-def read_text(path: str | Path) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read --text {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--text {path} is not UTF-8 text") from None
-    if not text.strip():
-        raise ValueError(f"--text {path} is empty")
-    return text
-
-
 def measure_perplexity(
     folder: str | Path,
     text: TextOptions,
@@ -170,9 +158,9 @@ def measure_perplexity(
     log: Log = _quiet,
 ) -> dict[str, Any]:
     """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
-    from .perplexity import perplexity
-    from .session import ExportedModel
-    from .tokenizer import encode, load_tokenizer
+    from tensorgpt.runtime_demo.perplexity import perplexity
+    from tensorgpt.runtime_demo.session import ExportedModel
+    from tensorgpt.runtime_demo.tokenizer import encode, load_tokenizer
 
     folder = Path(folder)
     text_sha = sha256_file(text.path)
@@ -181,7 +169,7 @@ def measure_perplexity(
         return {**cached[key], "cached": True}
     model = ExportedModel(folder, threads=threads)
     # No BOS, as `tensorgpt eval` does: the windows score the text itself.
-    ids = encode(load_tokenizer(folder), read_text(text.path), add_special_tokens=False)
+    ids = encode(load_tokenizer(folder), read_text(text.path, "--text"), add_special_tokens=False)
     log(f"perplexity of {folder.name} ...")
     try:
         result = perplexity(model, ids, text.window, text.stride, text.max_tokens)
@@ -195,7 +183,7 @@ def measure_perplexity(
 
 def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
     """Batch-1 decode latency (median ms per new token) and session load time."""
-    from .bench import bench
+    from tensorgpt.runtime_demo.bench import bench
 
     result = bench(
         folder,
@@ -229,24 +217,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
-    b = manifest.get("bytes") or {}
-    rec = manifest.get("reconstruction") or {}
-    verification = manifest.get("verification") or {}
+def _row(name: str, folder: Path, manifest: Manifest) -> dict[str, Any]:
+    b = manifest.bytes or {}
+    rec = manifest.reconstruction or {}
+    verification = manifest.verification or {}
     return {
         "name": name,
         "folder": str(folder),
-        "method": manifest.get("method"),
-        "quantize": manifest.get("quantize") or "none",
+        "method": manifest.method,
+        "quantize": manifest.quantize or "none",
         "method_options": {
-            k: v
-            for k, v in (manifest.get("method_options") or {}).items()
-            if v not in (None, False)
+            k: v for k, v in (manifest.method_options or {}).items() if v not in (None, False)
         },
-        "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
+        "ranks": (manifest.embedding_info or {}).get("ranks"),
         "file_bytes": model_file_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
-        "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
+        "embedding_ratio": (manifest.ratios or {}).get("embedding_bytes"),
         "file_ratio": None,
         "mae": rec.get("mae"),
         "norm_mae": rec.get("norm_mae"),
@@ -278,7 +264,7 @@ def compare(
     manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
     check_same_tokenizer(paths, manifests)
     if text is not None:
-        read_text(text.path)
+        read_text(text.path, "--text")
     rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
     base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
 
