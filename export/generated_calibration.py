@@ -18,16 +18,10 @@ second export of the same model reuses it.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from tensorgpt.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -41,11 +35,6 @@ class GenerationConfig:
             raise ValueError(
                 f"generated calibration: need >= 1 sequence of >= 2 tokens, got {self}"
             )
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tensorgpt" / "calibration"
 
 
 def generation_starts(tokenizer) -> list[list[int]]:
@@ -100,39 +89,20 @@ def generate_windows(model, tokenizer, config: GenerationConfig) -> np.ndarray:
     return np.concatenate(out)
 
 
-def model_fingerprint(model, tokenizer) -> str:
-    """sha256 over every parameter's bytes (in name order) and the tokenizer's vocabulary."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    vocab = sorted(tokenizer.get_vocab().items())
-    h.update(json.dumps(vocab).encode())
-    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
-    return h.hexdigest()
+def generated_stats(
+    adapter, tokenizer, config: GenerationConfig, fingerprint: str, cache_dir: Path
+) -> dict[str, np.ndarray]:
+    """export/calibration.py's statistics on the model's own samples, plus the sampled ids'
+    counts; cached by the model's fingerprint and `config`."""
+    from tensorgpt.export.calibration import cached_arrays, window_stats
 
+    settings = {"model": fingerprint, **asdict(config)}
 
-def cached_arrays(path: Path, make) -> dict[str, np.ndarray]:
-    """Arrays from the .npz at `path`, or `make()` written there atomically first."""
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    arrays = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_atomic(path, buf.getvalue())
-    return arrays
+    def make() -> dict[str, np.ndarray]:
+        ids = generate_windows(adapter.model, tokenizer, config)
+        vocab = adapter.token_embedding().weight.shape[0]
+        counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
+        stats = window_stats(adapter, ids)
+        return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
 
-
-def cache_key(fingerprint: str, what: str, settings: dict) -> str:
-    payload = json.dumps({"model": fingerprint, "what": what, **settings}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def generated_ids(model, tokenizer, config: GenerationConfig, cache_dir: Path, fingerprint: str):
-    key = cache_key(fingerprint, "generated", asdict(config))
-    return cached_arrays(
-        cache_dir / f"generated-{key}.npz",
-        lambda: {"ids": generate_windows(model, tokenizer, config)},
-    )["ids"]
+    return cached_arrays(cache_dir, "generated-stats", settings, make)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tensorgpt.tt_ops.row_prior import row_importance, tokenizer_prior, unseen_mass
-from tensorgpt.tt_ops.transform_code import fit_transform_code
+from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
 
 def test_tokenizer_prior_is_a_decreasing_distribution():

@@ -16,7 +16,7 @@ A domain whose source is missing is skipped with a one-line reason (for example 
 install fortunes"); `scripts/install.sh` installs the Debian package where apt is available.
 No torch here: `tensorgpt compare` (runtime side) uses these files too.
 
-    python -m tensorgpt.runtime_demo.domain_texts OUT_DIR [--wikitext DIR]
+    python -m tensorgpt.domain_texts OUT_DIR [--wikitext DIR]
 """
 
 from __future__ import annotations
