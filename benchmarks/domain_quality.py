@@ -32,11 +32,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_frontier import load_model  # noqa: E402
 
 from tensorgpt.domain_texts import domains  # noqa: E402
-from tensorgpt.export.calibration import WINDOW, compute_stats, sensitivity_metric  # noqa: E402
+from tensorgpt.export.calibration import (  # noqa: E402
+    WINDOW,
+    compute_stats,
+    sensitivity_metric,
+    window_stats,
+)
 from tensorgpt.export.generated_calibration import (  # noqa: E402
     GenerationConfig,
     generate_windows,
 )
+from tensorgpt.models import adapter_for  # noqa: E402
 
 EVAL_TOKENS = 8192
 DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
@@ -120,48 +126,8 @@ def ppl(nll: dict[str, np.ndarray]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- calibration
 
 
-def stats_from_ids(model, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """compute_stats on token windows (rows of ids) instead of a text."""
-    import torch
-
-    emb = model.get_input_embeddings()
-    vocab, dim = emb.weight.shape
-    c_in = torch.zeros(dim, dim, dtype=torch.float64)
-    c_h = torch.zeros(dim, dim, dtype=torch.float64)
-    q = torch.zeros(vocab, dtype=torch.float64)
-    captured = {}
-    head = model.get_output_embeddings()
-    hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
-    n_pos = 0
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:  # only d(loss)/d(input) is needed: skip the weight gradients
-        p.requires_grad_(False)
-    try:
-        for row in ids:
-            x = torch.from_numpy(row)[None]
-            e = emb(x).detach().requires_grad_(True)
-            logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]
-            loss = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")
-            loss.backward()
-            g = e.grad[0].double()
-            c_in += g.T @ g
-            h = captured["h"][0, :-1].detach().double()
-            c_h += h.T @ h
-            q += torch.softmax(logits.detach().double(), -1).sum(0)
-            n_pos += logits.shape[0]
-    finally:
-        hook.remove()
-        for p, flag in flags:
-            p.requires_grad_(flag)
-    counts = np.bincount(ids.reshape(-1), minlength=vocab).astype(np.float64)
-    return {
-        "counts": counts,
-        "q": q.numpy(),
-        "c_in": c_in.numpy(),
-        "c_h": c_h.numpy(),
-        "n_pos": np.array(n_pos),
-        "n_tokens": np.array(ids.size),
-    }
+def ev_vocab(model) -> int:
+    return model.get_input_embeddings().weight.shape[0]
 
 
 def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
@@ -169,7 +135,8 @@ def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
         with open(os.path.join(DATA, "valid.txt"), encoding="utf-8") as fh:
             text = fh.read()
         return _cached(
-            os.path.join(cache_dir, "stats_valid.npz"), lambda: compute_stats(model, tok, text)
+            os.path.join(cache_dir, "stats_valid.npz"),
+            lambda: compute_stats(adapter_for(model), tok, text),
         )
     if name.startswith("gen"):  # gen or gen<n_seq>x<length>
         spec = name[3:] or "32x256"
@@ -181,7 +148,10 @@ def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
         )["ids"]
         return _cached(
             os.path.join(cache_dir, f"stats_gen_{n_seq}x{length}.npz"),
-            lambda: stats_from_ids(model, ids[:, : min(length, WINDOW)]),
+            lambda: {
+                "counts": np.bincount(ids.reshape(-1), minlength=ev_vocab(model)).astype(float),
+                **window_stats(adapter_for(model), ids[:, : min(length, WINDOW)]),
+            },
         )
     raise ValueError(f"--calib: unknown {name!r}")
 
@@ -270,7 +240,12 @@ def main(argv=None) -> int:
         tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
         np.save(os.path.join(args.cache_dir, f"table_{tag}.npy"), dec.astype(np.float32))
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
-        res = {"bits": b, "floor": enc.meta["floor_bits"], "ratio": ev.table.nbytes / enc.nbytes(), "fit_s": fit_s}
+        res = {
+            "bits": b,
+            "floor": enc.meta["floor_bits"],
+            "ratio": ev.table.nbytes / enc.nbytes(),
+            "fit_s": fit_s,
+        }
         res["class_sizes"] = enc.meta["class_sizes"]
         res["class_bpw"] = [round(x, 2) for x in enc.meta["class_bits_per_weight"]]
         modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
