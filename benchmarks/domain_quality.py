@@ -160,8 +160,9 @@ def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
 
 
 def zipf_id_prior(V: int) -> np.ndarray:
-    p = 1.0 / (np.arange(V) + 10.0)
-    return p / p.sum()
+    from tensorgpt.tt_ops.row_prior import tokenizer_prior
+
+    return tokenizer_prior(V)
 
 
 def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
@@ -175,6 +176,10 @@ def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
         return 0.5 * counts / counts.sum() + 0.5 * q / q.sum()
     if kind == "qzipf":  # model mass, half mixed with the tokenizer's Zipf-on-id prior
         return 0.5 * q / q.sum() + 0.5 * zipf_id_prior(V)
+    if kind == "zipf":  # the tokenizer's prior alone
+        return zipf_id_prior(V)
+    if kind == "counts-zipf":  # half calibration counts, half the tokenizer's prior
+        return 0.5 * counts / counts.sum() + 0.5 * zipf_id_prior(V)
     if kind == "none":
         return None
     raise ValueError(kind)
