@@ -5,15 +5,24 @@
     c_h     sum over positions of h h^T, h = the LM head's input           (output side)
     q       sum over positions of the predicted distribution (output-side row weight)
 
-The coder uses the counts as row importance and M = (c_in + c_h) / n as the metric in which
-a row's error is measured (error e costs about e^T M e of loss). Use text that is not the
-evaluation text: reported perplexities use wikitext-2 test, calibration uses valid.
+The coder uses M = (c_in + c_h) / n as the metric in which a row's error is measured (error e
+costs about e^T M e of loss) and a row importance mixed from these statistics and priors
+(tt_ops/row_prior.py). Statistics come from text the model generates (export/
+generated_calibration.py) and, when given, a user text that is not the evaluation text;
+both are cached under ~/.cache/tensorgpt/calibration, keyed by the model's weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 
+from tensorgpt.common.files import write_atomic
 from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
@@ -25,35 +34,29 @@ def window_for(adapter: ModelAdapter) -> int:
     return min(WINDOW, adapter.shape().max_position_embeddings or WINDOW)
 
 
-def compute_stats(
-    adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
-) -> dict[str, np.ndarray]:
-    """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
+def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.ndarray]:
+    """c_in, c_h, q and n_pos (see the module docstring) over token windows (n, L), one
+    forward and backward per window. Only d(loss)/d(input embedding) is needed, so the weights'
+    own gradients are switched off while it runs (about half the backward's work)."""
     import torch
 
     model = adapter.model
     # a table error d in a raw row reaches the body as d * scale (Gemma's scaled embedding)
     scale = adapter.embedding_scale() or 1.0
-    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
-    counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
-    window = min(window_for(adapter), len(ids))
-    if window < 2:
-        raise ValueError("--calib-text: fewer than 2 tokens")
     c_in = torch.zeros(dim, dim, dtype=torch.float64)
     c_h = torch.zeros(dim, dim, dtype=torch.float64)
     q = torch.zeros(vocab, dtype=torch.float64)
     n_pos = 0
-    starts = np.linspace(0, len(ids) - window, max(1, min(n_windows, len(ids) // window))).astype(
-        int
-    )
     captured = {}
-    head = adapter.lm_head()
-    hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
+    hook = adapter.lm_head().register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
     try:
-        for s in starts:
-            x = torch.from_numpy(ids[s : s + window])[None]
+        for row in np.asarray(windows, dtype=np.int64):
+            x = torch.from_numpy(row)[None]
             e = emb(x).detach().requires_grad_(True)
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]
             loss = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")
@@ -62,19 +65,78 @@ def compute_stats(
             c_in += g.T @ g
             h = captured["h"][0, :-1].detach().double()
             c_h += h.T @ h
-            q += torch.softmax(logits.detach().double(), -1).sum(0)
+            q += torch.softmax(logits.detach().double(), -1)[:, :vocab].sum(0)
             n_pos += logits.shape[0]
     finally:
         hook.remove()
-        model.zero_grad(set_to_none=True)
-    return {
-        "counts": counts,
-        "q": q.numpy(),
-        "c_in": c_in.numpy(),
-        "c_h": c_h.numpy(),
-        "n_pos": np.array(n_pos),
-        "n_tokens": np.array(len(ids)),
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return {"q": q.numpy(), "c_in": c_in.numpy(), "c_h": c_h.numpy(), "n_pos": np.array(n_pos)}
+
+
+def compute_stats(
+    adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
+) -> dict[str, np.ndarray]:
+    """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    vocab = adapter.token_embedding().weight.shape[0]
+    counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
+    window = min(window_for(adapter), len(ids))
+    if window < 2:
+        raise ValueError("--calib-text: fewer than 2 tokens")
+    n = max(1, min(n_windows, len(ids) // window))
+    starts = np.linspace(0, len(ids) - window, n).astype(int)
+    stats = window_stats(adapter, np.stack([ids[s : s + window] for s in starts]))
+    return {"counts": counts, **stats, "n_tokens": np.array(len(ids))}
+
+
+def default_cache_dir() -> Path:
+    """~/.cache/tensorgpt/calibration (or under $XDG_CACHE_HOME)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tensorgpt" / "calibration"
+
+
+def model_fingerprint(adapter: ModelAdapter, tokenizer) -> str:
+    """sha256 over every parameter's bytes (in name order) and the tokenizer's vocabulary and
+    chat template: the key under which a model's calibration statistics are cached."""
+    h = hashlib.sha256()
+    for name, p in sorted(adapter.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    return h.hexdigest()
+
+
+def cached_arrays(cache_dir: Path, what: str, settings: dict, make) -> dict[str, np.ndarray]:
+    """The arrays cached for (what, settings) in cache_dir, or `make()` stored there first
+    (one atomic write: an interrupted export leaves no half file)."""
+    key = hashlib.sha256(json.dumps({"what": what, **settings}, sort_keys=True).encode())
+    path = Path(cache_dir) / f"{what}-{key.hexdigest()[:24]}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    arrays = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+    return arrays
+
+
+def text_stats(
+    adapter: ModelAdapter, tokenizer, text: str, fingerprint: str, cache_dir: Path
+) -> dict[str, np.ndarray]:
+    """compute_stats, cached by the model's fingerprint and the text's sha256."""
+    settings = {
+        "model": fingerprint,
+        "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "windows": 16,
+        "window": WINDOW,
     }
+    return cached_arrays(
+        cache_dir, "text-stats", settings, lambda: compute_stats(adapter, tokenizer, text)
+    )
 
 
 def sensitivity_metric(stats: dict[str, np.ndarray]) -> np.ndarray:

@@ -274,7 +274,7 @@ def _row(name: str, folder: Path, manifest: Manifest) -> dict[str, Any]:
 
 def compare(
     folders: Sequence[str | Path],
-    text: TextOptions | None = None,
+    text: TextOptions | Sequence[TextOptions] | None = None,
     speed: SpeedOptions | None = SpeedOptions(),
     use_cache: bool = True,
     log: Log = _quiet,
@@ -282,28 +282,33 @@ def compare(
 ) -> dict[str, Any]:
     """One row per folder (see `_row`), with ratios against the uncompressed folder if given.
 
-    text=None skips perplexity, speed=None skips timing (a sizes-only comparison).
+    text=None skips perplexity, speed=None skips timing (a sizes-only comparison). Several
+    texts (domains): `perplexity` is the first text's, `perplexity_by_text` and
+    `ppl_change_by_text` give every text's, `ppl_change_pct` and `worst_text` the worst one.
     """
+    texts = [] if text is None else [text] if isinstance(text, TextOptions) else list(text)
+    text = texts[0] if texts else None
     if not folders:
         raise ValueError("give at least one exported folder")
     paths = [Path(f) for f in folders]
     manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
     check_same_tokenizer(paths, manifests)
-    if text is not None:
-        check_text(text.path)
+    for t in texts:
+        check_text(t.path)
+    names = text_names(texts)
     rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
     base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
 
-    if text is not None:
-        for row in rows:
+    for row in rows:
+        for name, t in zip(names, texts):
             threads = speed.threads if speed else None
-            result = measure_perplexity(
-                row["folder"], text, threads, use_cache, log, check_integrity
-            )
-            row["perplexity"] = result["perplexity"]
-            row["tokens_scored"] = result.get("scored")
+            result = measure_perplexity(row["folder"], t, threads, use_cache, log, check_integrity)
+            row.setdefault("perplexity_by_text", {})[name] = result["perplexity"]
+            if t is text:
+                row["perplexity"] = result["perplexity"]
+                row["tokens_scored"] = result.get("scored")
             log(
-                f"{row['name']}: perplexity {row['perplexity']:.4g}"
+                f"{row['name']}: perplexity {result['perplexity']:.4g} on {name}"
                 + " (cached)" * result["cached"]
             )
     machine = None
@@ -326,13 +331,18 @@ def compare(
 
     _fill_relative(rows, base)
     measured = [r for r in rows if r["perplexity"] is not None]
-    for i in pareto_front([(r["file_bytes"], r["perplexity"]) for r in measured]):
+    # Several domains: the front is over the worst domain's change, not one text's perplexity.
+    key = "ppl_change_pct" if len(texts) > 1 and base is not None else "perplexity"
+    for i in pareto_front([(r["file_bytes"], r[key]) for r in measured]):
         measured[i]["pareto"] = True
     for r in measured:
         r["pareto"] = bool(r["pareto"])
     return {
         "baseline": base["name"] if base else None,
         "text": None if text is None else {**asdict(text), "sha256": sha256_file(text.path)},
+        "texts": [
+            {**asdict(t), "name": n, "sha256": sha256_file(t.path)} for n, t in zip(names, texts)
+        ],
         "speed": None if speed is None else {**asdict(speed), **machine},
         "rows": rows,
     }
@@ -345,6 +355,12 @@ def _load_average() -> float | None:
         return None
 
 
+def text_names(texts: Sequence[TextOptions]) -> list[str]:
+    """A short name per text (its file stem), the path where two stems collide."""
+    stems = [Path(t.path).stem for t in texts]
+    return [s if stems.count(s) == 1 else str(t.path) for s, t in zip(stems, texts)]
+
+
 def _fill_relative(rows: list[dict], base: dict | None) -> None:
     if base is None:
         return
@@ -352,6 +368,28 @@ def _fill_relative(rows: list[dict], base: dict | None) -> None:
         row["file_ratio"] = base["file_bytes"] / row["file_bytes"]
         if row["perplexity"] is not None and base["perplexity"] is not None:
             row["ppl_change_pct"] = 100.0 * (row["perplexity"] / base["perplexity"] - 1.0)
+        by, base_by = row.get("perplexity_by_text"), base.get("perplexity_by_text")
+        if by and base_by and len(by) > 1:
+            change = {n: 100.0 * (p / base_by[n] - 1.0) for n, p in by.items()}
+            row["ppl_change_by_text"] = change
+            row["worst_text"] = max(change, key=change.get)
+            row["ppl_change_pct"] = change[row["worst_text"]]
+
+
+def domain_lines(report: dict) -> list[str]:
+    """With several texts: one line per variant, every domain's change and the worst."""
+    if len(report.get("texts") or []) < 2:
+        return []
+    lines = ["Perplexity change per domain (worst first in `ppl change`):"]
+    for r in report["rows"]:
+        by = r.get("ppl_change_by_text")
+        if not by:
+            continue
+        cells = ", ".join(f"{n} {_fmt_pct(v)}" for n, v in by.items())
+        lines.append(
+            f"{r['name']}: {cells}; worst {r['worst_text']} {_fmt_pct(by[r['worst_text']])}"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -560,6 +598,9 @@ def to_markdown(report: dict, title: str | None = None) -> str:
     lines = [f"## {title}", ""] if title else []
     lines += [f"- {line}" for line in describe_setup(report)]
     lines += ["", markdown_table(report), ""]
+    domains = domain_lines(report)
+    if domains:
+        lines += [domains[0], ""] + [f"- {d}" for d in domains[1:]] + [""]
     summary = quality_summary(report)
     if summary:
         lines += [f"- {s}" for s in summary] + [""]

@@ -14,14 +14,27 @@ from pathlib import Path
 from tensorgpt.common.command import Command
 
 
-def add_measurement_arguments(p: argparse.ArgumentParser, text_required: bool = False) -> None:
+def add_measurement_arguments(
+    p: argparse.ArgumentParser, text_required: bool = False, several_texts: bool = False
+) -> None:
     """Text, speed and output options shared by `compare` and `sweep`."""
-    p.add_argument(
-        "--text",
-        metavar="FILE",
-        required=text_required,
-        help="UTF-8 text for perplexity (without it: sizes and speed only)",
-    )
+    if several_texts:
+        p.add_argument(
+            "--text",
+            metavar="FILE",
+            nargs="+",
+            action="extend",
+            required=text_required,
+            help="UTF-8 texts for perplexity, one per domain: every domain is reported and the "
+            "worst one (without it: sizes and speed only)",
+        )
+    else:
+        p.add_argument(
+            "--text",
+            metavar="FILE",
+            required=text_required,
+            help="UTF-8 text for perplexity (without it: sizes and speed only)",
+        )
     p.add_argument("--max-tokens", type=int, help="score only the text's first N tokens")
     p.add_argument("--window", type=int, help="tokens per perplexity window (default 512)")
     p.add_argument(
@@ -42,7 +55,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     from tensorgpt.runtime_demo.commands import add_integrity_option
 
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders written by `tensorgpt export`")
-    add_measurement_arguments(p)
+    add_measurement_arguments(p, several_texts=True)
     add_integrity_option(p)
 
 
@@ -59,7 +72,9 @@ def options_from_args(args: argparse.Namespace):
     if args.decode_tokens < 1:
         raise ValueError(f"--decode-tokens must be >= 1, got {args.decode_tokens}")
     text = None
-    if args.text is not None:
+    if isinstance(args.text, list):  # compare: one TextOptions per domain
+        text = [TextOptions(t, args.max_tokens, args.window, args.stride) for t in args.text]
+    elif args.text is not None:
         text = TextOptions(args.text, args.max_tokens, args.window, args.stride)
     speed = (
         None
@@ -75,7 +90,7 @@ def log(message: str) -> None:
 
 def write_outputs(report: dict, args: argparse.Namespace, title: str | None = None) -> None:
     """Terminal table (or JSON) on stdout, and the --markdown / --plot files."""
-    from tensorgpt.compare import format_table, to_markdown
+    from tensorgpt.compare import domain_lines, format_table, to_markdown
 
     if args.markdown:
         Path(args.markdown).write_text(to_markdown(report, title), encoding="utf-8")
@@ -87,6 +102,8 @@ def write_outputs(report: dict, args: argparse.Namespace, title: str | None = No
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
+        for line in domain_lines(report):
+            print(line)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,5 +1,12 @@
 """--method tc: transform coding (frequency classes, loss-sensitivity whitening, water-filled
-bits; tt_ops/transform_code.py), calibrated on a text, optionally healed (export/healing.py)."""
+bits; tt_ops/transform_code.py), optionally healed (export/healing.py).
+
+Calibration (issue 19): by default none from the user. The row importance mixes the model's
+expected token frequencies on text it generates with the tokenizer's prior
+(tt_ops/row_prior.py), so every token of the vocabulary gets bits by a rule and the code holds
+on text of any domain; the metric comes from the same generated text. --calib-text specialises
+the code to a domain: its counts take all but the Good-Turing unseen mass, and its metric the
+same share. Statistics are cached by the model's weights (~/.cache/tensorgpt/calibration)."""
 
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ BITS_PER_WEIGHT = Option(
 )
 CALIB_TEXT = Option(
     "calib_text",
-    "tc: calibration text for token counts and loss sensitivity (not the evaluation text)",
+    "tc: optional text of the deployment domain to specialise the code to (not the evaluation "
+    "text); default: text the model generates, mixed with the tokenizer's prior",
 )
 HEAL_STEPS = Option(
     "heal_steps",
@@ -33,39 +41,46 @@ HEAL_STEPS = Option(
 @register
 class TransformCode(EmbeddingMethod):
     name = "tc"
-    help = "transform coding, calibrated on --calib-text"
+    help = "transform coding, calibrated on the model's own samples (+ optional --calib-text)"
     order = 50
     options = (BITS_PER_WEIGHT, CALIB_TEXT, HEAL_STEPS)
 
     def validate(self, spec) -> None:
-        if not spec.calib_text:
-            raise ValueError(
-                "--method tc needs --calib-text FILE (text other than the evaluation text)"
-            )
+        if spec.heal_steps and not spec.calib_text:
+            raise ValueError("--heal-steps needs --calib-text FILE (healing fits on a text)")
 
     def compress(self, table, spec, adapter=None, tokenizer=None):
-        from tensorgpt.common.files import read_text, stored_path
-        from tensorgpt.export.calibration import compute_stats, sensitivity_metric, window_for
+        from tensorgpt.common.files import stored_path
+        from tensorgpt.export.calibration import default_cache_dir, model_fingerprint, window_for
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
         from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
         if adapter is None or tokenizer is None:
             raise ValueError("--method tc needs the model and tokenizer for calibration")
-        text = read_text(spec.calib_text, "--calib-text")
-        stats = compute_stats(adapter, tokenizer, text)
-        bits = spec.bits_per_weight or DEFAULT_BITS
+        text = None
+        if spec.calib_text:
+            from tensorgpt.common.files import read_text
+
+            text = read_text(spec.calib_text, "--calib-text")
+        weights, metric, info = calibrate(
+            adapter,
+            tokenizer,
+            table.shape[0],
+            text,
+            model_fingerprint(adapter, tokenizer),
+            default_cache_dir(),
+        )
         code = fit_transform_code(
             table,
-            bits_per_weight=bits,
-            token_counts=stats["counts"],
-            sensitivity=sensitivity_metric(stats),
+            bits_per_weight=spec.bits_per_weight or DEFAULT_BITS,
+            token_counts=weights,
+            sensitivity=metric,
         )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,
-            "calibration_tokens": int(stats["n_tokens"]),
-            "calibration_text": stored_path(spec.calib_text),
-            "unseen_tokens": int((stats["counts"] == 0).sum()),
+            **info,
+            "calibration_text": None if text is None else stored_path(spec.calib_text),
         }
         if spec.heal_steps:
             from tensorgpt.export.healing import HealConfig, heal
@@ -78,3 +93,35 @@ class TransformCode(EmbeddingMethod):
                 HealConfig(steps=spec.heal_steps, window=window_for(adapter)),
             )
         return TransformCodedEmbedding(code), info
+
+
+def calibrate(adapter, tokenizer, vocab: int, text: str | None, fingerprint: str, cache_dir):
+    """(row importance (V,), metric (D, D), report) from the model's own samples and, when
+    given, a user text (tt_ops/row_prior.py's mixing rule)."""
+    from tensorgpt.export.calibration import WINDOW, sensitivity_metric, text_stats
+    from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
+    from tensorgpt.tt_ops.row_prior import row_importance
+
+    # Windows of WINDOW tokens, or half the model's context if that is shorter (the start fits).
+    context = adapter.shape().max_position_embeddings or 2 * WINDOW
+    config = GenerationConfig(length=max(2, min(WINDOW, context // 2)))
+    gen = generated_stats(adapter, tokenizer, config, fingerprint, cache_dir)
+    user = None if text is None else text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
+    weights, shares = row_importance(
+        vocab,
+        model_mass=gen["q"][:vocab],
+        user_counts=None if user is None else user["counts"][:vocab],
+    )
+    metric = sensitivity_metric(gen)
+    if user is not None:
+        metric = shares["user"] * sensitivity_metric(user) + (1 - shares["user"]) * metric
+    info = {
+        "calibration": "generated" if user is None else "generated + text",
+        "calibration_shares": shares,
+        "generated_tokens": int(gen["n_tokens"]),
+        "generation": {"sequences": config.sequences, "length": config.length, "seed": config.seed},
+    }
+    if user is not None:
+        info["calibration_tokens"] = int(user["n_tokens"])
+        info["unseen_tokens"] = int((user["counts"][:vocab] == 0).sum())
+    return weights, metric, info

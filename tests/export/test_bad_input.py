@@ -150,8 +150,9 @@ def test_cli_offers_every_method_and_quantizer():
     assert {o.name for o in all_options()} <= set(actions)
 
 
-def test_tc_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
-    code, err = _run([str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc"], capsys)
+def test_tc_healing_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
+    args = [str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc", "--heal-steps", "2"]
+    code, err = _run(args, capsys)
     _assert_one_line_error(code, err, "--calib-text")
     code, err = _run(
         [

@@ -277,3 +277,26 @@ def test_timing_rounds_interleave_and_keep_the_best(
     assert [r["decode_ms"] for r in report["rows"]] == [5.0, 5.0]
     assert [r["load_s"] for r in report["rows"]] == [0.5, 0.5]
     assert [r["load_peak_mb"] for r in report["rows"]] == [500.0, 500.0]  # lowest round
+
+
+def test_several_texts_report_every_domain_and_the_worst(
+    exports: list[Path], text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = tmp_path / "code.txt"
+    code.write_text("def f(x):\n    return [x * i for i in range(10)]\n\n" * 20)
+    argv = ["compare", *map(str, exports), "--text", str(text_file), str(code)]
+    argv += ["--max-tokens", "200", "--window", "64", "--no-speed", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in report["texts"]] == ["text", "code"]
+    base, int8 = report["rows"]
+    assert set(int8["perplexity_by_text"]) == {"text", "code"}
+    by = int8["ppl_change_by_text"]
+    for name, ppl in int8["perplexity_by_text"].items():  # each domain against its own base
+        assert by[name] == pytest.approx(100 * (ppl / base["perplexity_by_text"][name] - 1))
+    assert int8["worst_text"] == max(by, key=by.get)
+    assert int8["ppl_change_pct"] == by[int8["worst_text"]]
+    assert int8["perplexity"] == int8["perplexity_by_text"]["text"]  # the first text's
+    assert main(argv[:-1]) == 0  # the table, then one line per variant with every domain
+    out = capsys.readouterr().out
+    assert f"int8-rows: text {by['text']:+.1f}%, code {by['code']:+.1f}%" in out

