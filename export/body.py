@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tensorgpt.models import ModelAdapter
+from tensorgpt.models.cache_api import cache_argument, returned_cache
 
 OPSET = 18
 
@@ -40,6 +41,7 @@ class CachedBody(nn.Module):
         self.body = adapter.decoder_body()
         self.config = adapter.config
         self.num_layers = adapter.shape().num_layers
+        self.cache_argument = cache_argument(self.body)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         from transformers.cache_utils import DynamicCache
@@ -51,11 +53,11 @@ class CachedBody(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{self.cache_argument: cache},
         )
         present = []
-        for layer in out.past_key_values.layers:
+        for layer in returned_cache(out).layers:
             present += [layer.keys, layer.values]
         return (out.last_hidden_state, *present)
 
