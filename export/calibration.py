@@ -29,9 +29,17 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str, np.ndarray]:
-    """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
+def compute_stats(
+    model, tokenizer, text: str, n_windows: int = 16, log=None
+) -> dict[str, np.ndarray]:
+    """Token counts over `text` and model statistics over `n_windows` evenly spaced windows.
+
+    Each window is a forward and a backward pass of the whole model (seconds each for a
+    135M model on 2 cores): their progress goes to `log` (default stderr, tensorgpt.progress).
+    """
     import torch
+
+    from tensorgpt.progress import track
 
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     emb = model.get_input_embeddings()
@@ -51,7 +59,7 @@ def compute_stats(model, tokenizer, text: str, n_windows: int = 16) -> dict[str,
     head = model.get_output_embeddings()
     hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
     try:
-        for s in starts:
+        for s in track(starts, "calibration (forward + backward)", unit="window", log=log):
             x = torch.from_numpy(ids[s : s + window])[None]
             e = emb(x).detach().requires_grad_(True)
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]

@@ -82,11 +82,12 @@ class CompressionSpec:
 
 
 def compress_embedding(
-    table: np.ndarray, spec: CompressionSpec, model=None, tokenizer=None
+    table: np.ndarray, spec: CompressionSpec, model=None, tokenizer=None, log=None
 ) -> tuple[EmbeddingGraph, dict]:
     """The embedding graph for `spec` and a report (ranks, params, reconstruction metrics).
 
-    model, tokenizer: needed by `tc` only, for its calibration statistics.
+    model, tokenizer: needed by `tc` only, for its calibration statistics; log: where `tc`
+    reports the progress of its calibration (default: stderr).
     """
     spec.validate()
     table = np.asarray(table, dtype=np.float32)
@@ -100,7 +101,7 @@ def compress_embedding(
         graph = RowQuantizedEmbedding(table, bits=8 if spec.method == "int8-rows" else 4)
         info = {"bits": graph.bits}
     elif spec.method == "tc":
-        graph, info = _transform_code(table, spec, model, tokenizer)
+        graph, info = _transform_code(table, spec, model, tokenizer, log)
     elif spec.method == "tt":
         from tensorgpt.tt_ops.per_token import decompose_per_token
 
@@ -133,22 +134,26 @@ def compress_embedding(
     return graph, info
 
 
-def _transform_code(table, spec: CompressionSpec, model, tokenizer) -> tuple[EmbeddingGraph, dict]:
+def _transform_code(
+    table, spec: CompressionSpec, model, tokenizer, log=None
+) -> tuple[EmbeddingGraph, dict]:
     from tensorgpt.export.calibration import compute_stats, read_text, sensitivity_metric
     from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
+    from tensorgpt.progress import stage
     from tensorgpt.tt_ops.transform_code import fit_transform_code
 
     if model is None or tokenizer is None:
         raise ValueError("--method tc needs the model and tokenizer for calibration")
     text = read_text(spec.calib_text)
-    stats = compute_stats(model, tokenizer, text)
+    stats = compute_stats(model, tokenizer, text, log=log)
     bits = spec.bits_per_weight or TC_DEFAULT_BITS
-    code = fit_transform_code(
-        table,
-        bits_per_weight=bits,
-        token_counts=stats["counts"],
-        sensitivity=sensitivity_metric(stats),
-    )
+    with stage(f"fitting the transform code ({bits:g} bits per entry)", log):
+        code = fit_transform_code(
+            table,
+            bits_per_weight=bits,
+            token_counts=stats["counts"],
+            sensitivity=sensitivity_metric(stats),
+        )
     info = {
         "bits_per_weight": round(code.bits_per_weight(), 4),
         "classes": code.n_classes,

@@ -33,6 +33,7 @@ from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
 from tensorgpt.files import model_file_bytes, sha256_file
 from tensorgpt.models import adapter_for
+from tensorgpt.progress import stage as step
 
 QUANTIZE = ("none", "int8", "ort-int8", "q4")
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
@@ -64,12 +65,19 @@ def export_model(
     check_target(out_dir, force)
 
     started = time.perf_counter()
-    loaded = source if isinstance(source, LoadedModel) else load(source)
+    if isinstance(source, LoadedModel):
+        loaded = source
+    else:
+        with step(f"loading {source}", log):
+            loaded = load(source)
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
-    embedding, embedding_info = compress_embedding(table, spec, loaded.model, loaded.tokenizer)
+    with step(f"compressing the embedding table ({spec.method})", log):
+        embedding, embedding_info = compress_embedding(
+            table, spec, loaded.model, loaded.tokenizer, log=log
+        )
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
     tied = adapter.head_is_tied()
@@ -79,19 +87,24 @@ def export_model(
 
     with staged_folder(out_dir) as stage:
         body_path = stage / "body.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        with (
+            step("exporting the transformer body to ONNX (torch.onnx)", log),
+            contextlib.redirect_stdout(io.StringIO()),  # the exporter prints its own lines
+        ):
             export_body(adapter, body_path)
         if quantize == "int8":
-            quantize_body_int8(body_path, stage / "body.int8.onnx")
+            with step("int8 MatMuls (onnxruntime quantize_dynamic)", log):
+                quantize_body_int8(body_path, stage / "body.int8.onnx")
             body_path = stage / "body.int8.onnx"
         model = load_body(body_path)
         for leftover in stage.iterdir():
             leftover.unlink()
         weights_report = None
         if quantize == "q4":
-            decoded, weights_report = quantize_weights_q4(model)
-            # PyTorch runs the same 4-bit weights, so the parity check stays strict
-            load_decoded_into_torch(adapter.decoder_body(), decoded)
+            with step("q4 weights: 4-bit blocks of the transformer's matrices", log):
+                decoded, weights_report = quantize_weights_q4(model)
+                # PyTorch runs the same 4-bit weights, so the parity check stays strict
+                load_decoded_into_torch(adapter.decoder_body(), decoded)
             del decoded
             log(
                 f"q4 weights: {weights_report['weights']} matrices, {weights_report['exact_weights']} already on the grid"
@@ -100,13 +113,14 @@ def export_model(
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size)
         model_path = stage / "model.onnx"
-        if quantize == "ort-int8":
-            fp32_path = stage / "fp32.onnx"
-            _save(model, fp32_path)
-            quantize_all_int8(fp32_path, model_path)
-            fp32_path.unlink()
-            model = onnx.load(str(model_path))
-        _save(model, model_path)
+        with step(f"writing {model_path.name}", log):
+            if quantize == "ort-int8":
+                fp32_path = stage / "fp32.onnx"
+                _save(model, fp32_path)
+                quantize_all_int8(fp32_path, model_path)
+                fp32_path.unlink()
+                model = onnx.load(str(model_path))
+            _save(model, model_path)
         parts = mf.initializer_bytes(model)
         del model  # the file is written; holding the proto during verification costs its size
         gc.collect()
@@ -117,14 +131,14 @@ def export_model(
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
         adapter.token_embedding().weight.data = torch.from_numpy(embedding.decoded().copy())
-        log("verifying against PyTorch")
-        report = verify(
-            str(model_path),
-            loaded.model,
-            adapter,
-            loaded.tokenizer,
-            quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
-        )
+        with step("verifying against PyTorch (16-token prompt, 8 cached steps)", log):
+            report = verify(
+                str(model_path),
+                loaded.model,
+                adapter,
+                loaded.tokenizer,
+                quantized=quantize in ("int8", "ort-int8"),  # dynamic activation quantization
+            )
 
         manifest = _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied)
         manifest["weight_quantization"] = weights_report
@@ -156,9 +170,10 @@ def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dic
     shape = adapter.shape()
     ids = prompt_ids(tokenizer, shape.vocab_size)
     try:
-        split = add_split_load(
-            stage, lambda folder: check_split(folder, shape, ids, report["greedy_tokens"])
-        )
+        with step("writing decode.onnx + body.onnx (split load) and checking them", log):
+            split = add_split_load(
+                stage, lambda folder: check_split(folder, shape, ids, report["greedy_tokens"])
+            )
     except ValueError as exc:
         raise VerificationError(str(exc)) from None
     if split is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def cache_argument(module: Any) -> str:
-    """"cache" where `module.forward` takes it (transformers >= 5.x), else "past_key_values"."""
+    """ "cache" where `module.forward` takes it (transformers >= 5.x), else "past_key_values"."""
     # The deprecation decorators use functools.wraps, so the signature is the real forward's.
     parameters = inspect.signature(type(module).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
