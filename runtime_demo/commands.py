@@ -115,6 +115,7 @@ def _prompt_texts(args: argparse.Namespace) -> list[str | None]:
 
 def _run(args: argparse.Namespace) -> int:
     from .generate import generate_batch
+    from .known_quality import broken_warning
     from .session import ExportedModel
     from .tokenizer import encode, load_tokenizer
 
@@ -122,6 +123,9 @@ def _run(args: argparse.Namespace) -> int:
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
     model = ExportedModel(args.out_dir, threads=args.threads)
+    warning = broken_warning(model.folder, model.vocab_size)
+    if warning:
+        print(warning, file=sys.stderr)
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
@@ -141,8 +145,15 @@ def _run(args: argparse.Namespace) -> int:
     for number, (text, result) in enumerate(zip(texts, results), start=1):
         print(f"[{number}] {text}")
         print(decode(tokenizer, result.ids))
+        print(f"[{_stop_words(model, result.finish_reason, args.max_new_tokens)}]", file=sys.stderr)
     _print_stats(sum(len(r.ids) for r in results), elapsed, f"{len(results)} prompts")
     return 0
+
+
+def _stop_words(model: ExportedModel, reason: str, max_new_tokens: int) -> str:
+    from .generate import stop_words
+
+    return stop_words(reason, max_new_tokens, model.max_positions)
 
 
 def _stream(
@@ -154,17 +165,19 @@ def _stream(
 ) -> int:
     """Print each piece of text as soon as its token is decoded."""
     from .generate import finish_reason, generate
-    from .tokenizer import StreamDecoder
+    from .tokenizer import StreamDecoder, decode
 
     start = time.perf_counter()
     stream = StreamDecoder(tokenizer, prompt_ids)
+    # The prompt first, so the continuation reads as what the model added to it.
+    print(decode(tokenizer, prompt_ids), end="", flush=True)
     ids: list[int] = []
     for token in generate(model, prompt_ids, max_new_tokens, sampling):
         ids.append(token)
         print(stream.push(token), end="", flush=True)
     print(stream.flush(), flush=True)
     reason = finish_reason(ids, max_new_tokens, model.config.eos_token_ids)
-    _print_stats(len(ids), time.perf_counter() - start, reason)
+    _print_stats(len(ids), time.perf_counter() - start, _stop_words(model, reason, max_new_tokens))
     return 0
 
 
