@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING
 
 from tensorgpt.cli import Command
 
+# Shared with compare and sweep (runtime_demo/compare_commands.py); the rule is machine.py's.
+THREADS_HELP = (
+    "onnxruntime intra-op threads (default: one per core that other work leaves free, i.e. "
+    "cores minus the 1-minute load average, at least 1, printed when chosen; "
+    "0: onnxruntime's own default, one per core)"
+)
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -29,7 +36,7 @@ def _add_out_dir(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)",
+        help=THREADS_HELP,
     )
 
 
@@ -116,16 +123,17 @@ def _prompt_texts(args: argparse.Namespace) -> list[str | None]:
 def _run(args: argparse.Namespace) -> int:
     from .generate import generate_batch
     from .known_quality import broken_warning
+    from .machine import resolve_threads, threads_note
     from .session import ExportedModel
     from .tokenizer import encode, load_tokenizer
 
     texts = _prompt_texts(args)
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
-    model = ExportedModel(args.out_dir, threads=args.threads)
-    warning = broken_warning(model.folder, model.vocab_size)
-    if warning:
-        print(warning, file=sys.stderr)
+    model = ExportedModel(args.out_dir, threads=resolve_threads(args.threads))
+    for note in (threads_note(args.threads), broken_warning(model.folder, model.vocab_size)):
+        if note:
+            print(note, file=sys.stderr)
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
@@ -240,6 +248,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .machine import resolve_threads, threads_note
     from .perplexity import perplexity
     from .session import ExportedModel
     from .tokenizer import encode, load_tokenizer
@@ -247,8 +256,10 @@ def _eval(args: argparse.Namespace) -> int:
     text = Path(args.text).read_text(encoding="utf-8")
     if not text.strip():
         raise ValueError(f"--text {args.text} is empty")
-    model = ExportedModel(args.out_dir, threads=args.threads)
+    model = ExportedModel(args.out_dir, threads=resolve_threads(args.threads))
     tokenizer = load_tokenizer(model.folder)
+    if note := threads_note(args.threads):
+        print(note, file=sys.stderr)
     # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
     ids = encode(tokenizer, text, add_special_tokens=False)
     result = perplexity(model, ids, args.window, args.stride, args.max_tokens, progress=True)
@@ -268,9 +279,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _add_out_dir(parser)
-    parser.add_argument("--prompt-tokens", type=int, default=128, help="default 128")
-    parser.add_argument("--decode-tokens", type=int, default=64, help="timed steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=128, help="random prompt length (default: 128)"
+    )
+    parser.add_argument(
+        "--decode-tokens", type=int, default=64, help="timed decode steps per run (default: 64)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs after one warm-up (default: 3)"
+    )
     parser.add_argument(
         "--whole-load",
         action="store_true",
@@ -282,10 +299,11 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import bench
+    from .machine import machine, resolve_threads, threads_note
 
     result = bench(
         args.out_dir,
-        threads=args.threads,
+        threads=resolve_threads(args.threads),
         prompt_tokens=args.prompt_tokens,
         decode_tokens=args.decode_tokens,
         repeats=args.repeats,
@@ -294,8 +312,13 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    from .machine import threads_label
+
     for key, value in result.items():
-        print(f"{key:20s} {value}")
+        print(f"{key:20s} {threads_label(value) if key == 'threads' else value}")
+    if note := threads_note(args.threads):
+        print(note)
+    print(machine().describe())
     return 0
 
 

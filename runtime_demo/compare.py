@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.files import MODEL_FILES, model_file_bytes, sha256_file, write_atomic
+from tensorgpt.files import (
+    MODEL_FILES,
+    folder_bytes,
+    model_file_bytes,
+    sha256_file,
+    write_atomic,
+)
 
+from .machine import load_average, threads_label, usable_cores
 from .manifest import load_manifest
 
 CACHE_NAME = ".tensorgpt-measurements.json"
@@ -184,7 +190,7 @@ def measure_perplexity(
     ids = encode(load_tokenizer(folder), read_text(text.path), add_special_tokens=False)
     log(f"perplexity of {folder.name} ...")
     try:
-        result = perplexity(model, ids, text.window, text.stride, text.max_tokens)
+        result = perplexity(model, ids, text.window, text.stride, text.max_tokens, progress=True)
     except OverflowError:  # exp(mean NLL) past float range: the model is broken, say so
         result = {"perplexity": math.inf}
     del model  # free the session before the caller loads the next one
@@ -244,7 +250,8 @@ def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
             if v not in (None, False)
         },
         "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
-        "file_bytes": model_file_bytes(folder),  # what the user copies to the device
+        "file_bytes": model_file_bytes(folder),  # the model file itself
+        "folder_bytes": folder_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
         "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
         "file_ratio": None,
@@ -295,7 +302,7 @@ def compare(
     machine = None
     if speed is not None:
         # Shared machines: the load when timing started says how much to trust the latencies.
-        machine = {"cpus": os.cpu_count(), "load_average_1min": _load_average()}
+        machine = {"cpus": usable_cores(), "load_average_1min": load_average()}
         # All variants timed here, in interleaved rounds, so their latencies are comparable.
         if speed.rounds < 1:
             raise ValueError(f"timing rounds must be >= 1, got {speed.rounds}")
@@ -324,13 +331,6 @@ def compare(
     }
 
 
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # not on Windows
-        return None
-
-
 def _fill_relative(rows: list[dict], base: dict | None) -> None:
     if base is None:
         return
@@ -348,6 +348,7 @@ COLUMNS = (
     ("method", lambda r: _method_label(r)),
     ("quantize", lambda r: r["quantize"]),
     ("file MB", lambda r: f"{r['file_bytes'] / 1e6:.1f}"),
+    ("folder MB", lambda r: _fmt(_mb(r.get("folder_bytes")), "{:.1f}")),
     ("file x", lambda r: _fmt(r["file_ratio"], "{:.2f}x")),
     ("emb MB", lambda r: _fmt(_mb(r["embedding_bytes"]), "{:.2f}")),
     ("emb x", lambda r: _fmt(r["embedding_ratio"], "{:.2f}x")),
@@ -452,7 +453,7 @@ def describe_setup(report: dict) -> list[str]:
         lines.append(
             f"ms/token: batch 1, median over {speed['repeats']} x {speed['decode_tokens']} "
             f"greedy decode steps after a {speed['prompt_tokens']}-token prompt, onnxruntime "
-            f"CPU, {speed['threads'] or 'default'} threads; all variants timed in the same "
+            f"CPU, {threads_label(speed['threads'])} threads; all variants timed in the same "
             f"run, in {speed.get('rounds', 1)} interleaved rounds, best round kept"
             + (
                 f" (machine: {speed['cpus']} cores, 1-min load average "
@@ -469,7 +470,8 @@ def describe_setup(report: dict) -> list[str]:
                 "where the export wrote them."
             )
     lines.append(
-        "Sizes: model.onnx bytes (MB = 10^6 bytes). `emb x`: dense fp32 table bytes / stored "
+        "Sizes: model.onnx bytes (MB = 10^6 bytes); `folder MB`: the whole folder a device "
+        "needs (model.onnx, decode.onnx + body.onnx, tokenizer, manifest). `emb x`: dense fp32 table bytes / stored "
         "embedding bytes. MAE, norm-MAE (MAE / value range), rel err (relative Frobenius): "
         "the decoded table against the original."
     )
