@@ -136,6 +136,20 @@ def test_cli_offers_every_method():
     assert METHOD_CHOICES == list(METHODS)
 
 
+def test_export_help_states_the_defaults_the_code_uses():
+    import argparse
+
+    from tensorgpt.export.commands import add_export_arguments
+    from tensorgpt.export.compress import SVD_DEFAULT_RANK, TC_DEFAULT_BITS
+
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert f"default: {TC_DEFAULT_BITS:g}," in helps["bits_per_weight"]
+    assert f"default: {SVD_DEFAULT_RANK})" in helps["rank"]
+    assert "tc needs --calib-text" in helps["method"]
+
+
 def test_tc_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
     code, err = _run([str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc"], capsys)
     _assert_one_line_error(code, err, "--calib-text")
