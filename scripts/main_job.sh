@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-out}/main"
+# The test suite runs these same steps on a tiny checkpoint (tests/test_main_job.py).
+model="${TENSORGPT_MODEL:-smollm2-135m}"
 data="${TENSORGPT_DATA:-../shared/data/wikitext-2}"
 test_text="$data/test.txt"
 calib_text="$data/valid.txt"  # calibration never uses the test text
@@ -21,9 +23,9 @@ for f in "$test_text" "$calib_text"; do
     fi
 done
 
-tensorgpt export smollm2-135m "$out/none" --force
-tensorgpt export smollm2-135m "$out/tt-r4" --method tt --rank 4 --force
-tensorgpt export smollm2-135m "$out/tc2.2+q4" --method tc --bits-per-weight 2.2 \
+tensorgpt export "$model" "$out/none" --force
+tensorgpt export "$model" "$out/tt-r4" --method tt --rank 4 --force
+tensorgpt export "$model" "$out/tc2.2+q4" --method tc --bits-per-weight 2.2 \
     --calib-text "$calib_text" --quantize q4 --force
 tensorgpt run "$out/tc2.2+q4" --prompt "The capital of France is" --max-new-tokens 24
 tensorgpt compare "$out/none" "$out/tt-r4" "$out/tc2.2+q4" --text "$test_text" \

@@ -47,7 +47,7 @@ def build_tokenizer(folder: Path):
     return fast
 
 
-def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
+def build_checkpoint(folder: Path, family: str, seed: int = 0, positions: int = 256) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -62,7 +62,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
             n_embd=64,
             n_layer=2,
             n_head=4,
-            n_positions=256,
+            n_positions=positions,
             bos_token_id=0,
             eos_token_id=0,
         )
@@ -76,7 +76,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0) -> Path:
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=256,
+            max_position_embeddings=positions,
             tie_word_embeddings=True,
             bos_token_id=0,
             eos_token_id=0,
