@@ -74,7 +74,8 @@ def export_model(
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
-    with step(f"compressing the embedding table ({spec.method})", log):
+    what = f"compressing the embedding table ({spec.method})"
+    with step(what, log) if spec.method != "none" else contextlib.nullcontext():
         embedding, embedding_info = compress_embedding(
             table, spec, loaded.model, loaded.tokenizer, log=log
         )
