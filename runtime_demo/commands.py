@@ -7,6 +7,7 @@ Only argparse at import time: onnxruntime and numpy are imported inside each `ru
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -131,20 +132,22 @@ def _run(args: argparse.Namespace) -> int:
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
     model = ExportedModel(args.out_dir, threads=resolve_threads(args.threads))
-    for note in (threads_note(args.threads), broken_warning(model.folder, model.vocab_size)):
-        if note:
-            print(note, file=sys.stderr)
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
     else:
         prompt_ids = [encode(tokenizer, text) for text in texts if text is not None]
+    # Said once the input is known to be good (a bad option is one error line, nothing else).
+    notes = [threads_note(args.threads), broken_warning(model.folder, model.vocab_size)]
+    notes = [n for n in notes if n]
 
     if len(prompt_ids) == 1 and not args.json:
-        return _stream(model, tokenizer, prompt_ids[0], args.max_new_tokens, sampling)
+        return _stream(model, tokenizer, prompt_ids[0], args.max_new_tokens, sampling, notes)
     start = time.perf_counter()
     results = generate_batch(model, prompt_ids, args.max_new_tokens, sampling)
     elapsed = time.perf_counter() - start
+    for note in notes:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(_run_report(model, tokenizer, texts, results, args, sampling)))
         return 0
@@ -170,17 +173,22 @@ def _stream(
     prompt_ids: list[int],
     max_new_tokens: int,
     sampling: SamplingConfig,
+    notes: list[str],
 ) -> int:
-    """Print each piece of text as soon as its token is decoded."""
+    """Print the prompt, then each piece of text as soon as its token is decoded."""
     from .generate import finish_reason, generate
     from .tokenizer import StreamDecoder, decode
 
     start = time.perf_counter()
     stream = StreamDecoder(tokenizer, prompt_ids)
+    tokens = generate(model, prompt_ids, max_new_tokens, sampling)
+    first = next(tokens)  # checks the options before anything is printed
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
     # The prompt first, so the continuation reads as what the model added to it.
     print(decode(tokenizer, prompt_ids), end="", flush=True)
     ids: list[int] = []
-    for token in generate(model, prompt_ids, max_new_tokens, sampling):
+    for token in itertools.chain([first], tokens):
         ids.append(token)
         print(stream.push(token), end="", flush=True)
     print(stream.flush(), flush=True)
@@ -258,11 +266,11 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--text {args.text} is empty")
     model = ExportedModel(args.out_dir, threads=resolve_threads(args.threads))
     tokenizer = load_tokenizer(model.folder)
-    if note := threads_note(args.threads):
-        print(note, file=sys.stderr)
     # No BOS: the windows score the text itself, as in HF's strided-perplexity guide.
     ids = encode(tokenizer, text, add_special_tokens=False)
     result = perplexity(model, ids, args.window, args.stride, args.max_tokens, progress=True)
+    if note := threads_note(args.threads):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
