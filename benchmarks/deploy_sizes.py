@@ -15,8 +15,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from tensorgpt.common.files import folder_bytes, model_file_bytes
 from tensorgpt.export.load import OFFLINE_DEFAULTS
-from tensorgpt.files import folder_bytes, model_file_bytes
 
 
 def default_gguf() -> Path | None:

@@ -43,6 +43,7 @@ import time
 import numpy as np
 
 from tensorgpt.export.calibration import WINDOW, compute_stats, sensitivity_metric
+from tensorgpt.models import adapter_for
 
 DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -134,7 +135,7 @@ def get_stats(cache_dir: str, calib: str, model=None, tok=None, n_windows: int =
     if model is None:
         model, tok = load_model()
     t = time.time()
-    st = compute_stats(model, tok, calibration_text(calib), n_windows=n_windows)
+    st = compute_stats(adapter_for(model), tok, calibration_text(calib), n_windows=n_windows)
     print(f"# stats for {calib}: {time.time() - t:.1f}s", file=sys.stderr)
     np.savez(path, **st)
     return st
@@ -171,7 +172,7 @@ def heal_row(model, tok, enc, table, ids, base, args) -> dict:
     if args.calib in ("none", "idprior"):
         raise ValueError("--heal-steps needs a calibration text (--calib valid, ...)")
     healed, report = heal(
-        model, tok, enc, calibration_text(args.calib), HealConfig(args.heal_steps)
+        adapter_for(model), tok, enc, calibration_text(args.calib), HealConfig(args.heal_steps)
     )
     dec = healed.decode()
     ppl = perplexity(model, ids, dec)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tensorgpt.tt_ops.transform_code import fit_transform_code
+    from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
     os.makedirs(args.cache_dir, exist_ok=True)
     model, tok = load_model()

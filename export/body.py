@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tensorgpt.common.contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
 from tensorgpt.models import ModelAdapter
 from tensorgpt.models.cache_api import cache_argument, returned_cache
 
@@ -24,13 +25,11 @@ OPSET = 18
 
 
 def input_names(num_layers: int) -> list[str]:
-    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-    return ["inputs_embeds", "attention_mask", "position_ids", *past]
+    return ["inputs_embeds", ATTENTION_MASK, POSITION_IDS, *past_names(num_layers)]
 
 
 def output_names(num_layers: int) -> list[str]:
-    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-    return ["hidden_states", *present]
+    return ["hidden_states", *present_names(num_layers)]
 
 
 class CachedBody(nn.Module):

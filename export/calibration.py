@@ -12,37 +12,29 @@ evaluation text: reported perplexities use wikitext-2 test, calibration uses val
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
 
 
-def read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--calib-text: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError(f"--calib-text: {path} is empty")
-    return text
-
-
 def compute_stats(
-    model, tokenizer, text: str, n_windows: int = 16, log=None
+    adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
 ) -> dict[str, np.ndarray]:
     """Token counts over `text` and model statistics over `n_windows` evenly spaced windows.
 
     Each window is a forward and a backward pass of the whole model (seconds each for a
-    135M model on 2 cores): their progress goes to `log` (default stderr, tensorgpt.progress).
+    135M model on 2 cores, minutes on a busy machine): the loop shows its progress and the
+    time left (common/progress.py).
     """
     import torch
 
-    from tensorgpt.progress import track
+    from tensorgpt.common.progress import track
 
+    model = adapter.model
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    emb = model.get_input_embeddings()
+    emb = adapter.token_embedding()
     vocab, dim = emb.weight.shape
     counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
     window = min(WINDOW, len(ids))
@@ -56,10 +48,10 @@ def compute_stats(
         int
     )
     captured = {}
-    head = model.get_output_embeddings()
+    head = adapter.lm_head()
     hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
     try:
-        for s in track(starts, "calibration (forward + backward)", unit="window", log=log):
+        for s in track(starts, "[export] calibration (forward + backward)", unit="window"):
             x = torch.from_numpy(ids[s : s + window])[None]
             e = emb(x).detach().requires_grad_(True)
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]

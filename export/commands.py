@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from tensorgpt.cli import Command
-
-# Mirrors export.compress.METHODS (not imported here: that module pulls in onnx).
-METHOD_CHOICES = ["none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows", "tc"]
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(
-            int(v) for v in text.replace("x", ",").replace("*", ",").split(",") if v.strip()
-        )
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 4,4,4,4,3, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+from tensorgpt.common.command import Command
+from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from tensorgpt.export.methods import all_options, get_method, method_names
+    from tensorgpt.export.quantizers import get_quantizer, quantizer_names
+
     p.add_argument(
         "model",
         metavar="MODEL",
@@ -34,63 +22,26 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "out_dir",
         metavar="OUT_DIR",
-        help="folder to write model.onnx, manifest.json and the tokenizer to",
+        help=f"folder to write {MODEL_FILE}, {MANIFEST_FILE} and the tokenizer to",
     )
+    methods = method_names()
     p.add_argument(
         "--method",
         default="none",
-        choices=METHOD_CHOICES,
-        help="token-embedding compression (default: none); svd and int*-rows are baselines; "
-        "tc needs --calib-text",
+        choices=methods,
+        help="token-embedding compression (default: none): "
+        + "; ".join(f"{m}: {get_method(m).help}" for m in methods),
     )
-    p.add_argument(
-        "--rank",
-        type=int,
-        help="TT rank cap (tt default: 4, the TensorGPT paper's setting); svd: singular values "
-        "kept (default: 64)",
-    )
-    p.add_argument(
-        "--factors",
-        type=_int_list,
-        help="tt: mode sizes of a row (default: 2s over the row padded to a power of two); "
-        "tt-matrix: factors of the hidden size",
-    )
-    p.add_argument(
-        "--vocab-factors", type=_int_list, help="tt-matrix: factors of the (padded) vocabulary"
-    )
-    p.add_argument(
-        "--rel-error", type=float, help="error-bounded TT-SVD: target relative error per row"
-    )
+    # Every method's options, each once (export/methods/); the spec says which apply.
+    for option in all_options():
+        p.add_argument(option.flag, type=option.type, default=option.default, help=option.help)
+    quantizers = quantizer_names()
     p.add_argument(
         "--quantize",
         default="none",
-        choices=["none", "int8", "ort-int8", "q4"],
-        help="transformer weights (default: none, fp32); "
-        "int8: onnxruntime dynamic int8 for the transformer MatMuls and int8 TT cores; "
-        "ort-int8: onnxruntime's stock quantize_dynamic of the whole file (a baseline); "
-        "q4: weights as 4-bit blocks of 32 with fp16 scale and minimum (llama.cpp Q4_1 grid, "
-        "kept exactly for a Q4_1 GGUF source), decoded once at session load",
-    )
-    p.add_argument(
-        "--bits-per-weight",
-        type=float,
-        help="tc: table budget in bits per entry (default: 2.2, 14.5x smaller than fp32; the "
-        "README's recommendation: the smallest budget of the sweep grid that keeps SmolLM2-135M's "
-        "perplexity within 1%% of fp32)",
-    )
-    p.add_argument(
-        "--calib-text",
-        help="tc (required): UTF-8 text from the model's domain for token counts and loss "
-        "sensitivity, e.g. wikitext-2 valid.txt; never the evaluation text",
-    )
-    p.add_argument(
-        "--heal-steps",
-        type=int,
-        default=0,
-        help="tc: after coding, fit the codebooks, scales, means and basis to the original "
-        "model's next-token distributions on --calib-text for this many steps of 2 x 512 tokens "
-        "(about 8 s each for SmolLM2-135M on 2 cores; 200 fits in 30 min). Resumable: rerun the "
-        "same command after an interruption (checkpoints in ~/.cache/tensorgpt/heal)",
+        choices=quantizers,
+        help="transformer weights (default: none): "
+        + "; ".join(f"{q}: {get_quantizer(q).help}" for q in quantizers),
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -99,20 +50,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
+    from tensorgpt.export.methods import all_options
 
+    fields = {f.name for f in dataclasses.fields(CompressionSpec)}
+    values = {o.name: getattr(args, o.name) for o in all_options()}
     spec = CompressionSpec(
         method=args.method,
-        rank=args.rank,
-        factors=args.factors,
-        vocab_factors=args.vocab_factors,
-        rel_error=args.rel_error,
-        int8_cores=args.quantize == "int8" and args.method in ("tt", "tt-matrix"),
-        bits_per_weight=args.bits_per_weight,
-        calib_text=args.calib_text,
-        heal_steps=args.heal_steps,
+        **{k: v for k, v in values.items() if k in fields},
+        extra=tuple((k, v) for k, v in values.items() if k not in fields),
     )
-    if args.vocab_factors and args.method != "tt-matrix":
-        raise ValueError("--vocab-factors needs --method tt-matrix")
     manifest = export_model(
         args.model, args.out_dir, spec, quantize=args.quantize, force=args.force
     )
@@ -126,7 +72,7 @@ def run_export(args: argparse.Namespace) -> int:
 def summary(manifest: dict) -> str:
     b, v = manifest["bytes"], manifest["verification"]
     lines = [
-        f"model.onnx: {b['file'] / 1e6:.1f} MB  (embedding {b['embedding'] / 1e6:.2f} MB, "
+        f"{MODEL_FILE}: {b['file'] / 1e6:.1f} MB  (embedding {b['embedding'] / 1e6:.2f} MB, "
         f"{manifest['ratios']['embedding_bytes']:.2f}x smaller than dense fp32)",
         f"verification: {'passed' if v['passed'] else 'FAILED'}, max abs logit diff "
         f"{v['max_abs_logit_diff']:.2e}, greedy tokens match: {v['greedy_match']}",
@@ -141,8 +87,8 @@ def summary(manifest: dict) -> str:
         diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
         lines.append(
             f"split load: {split['decode']} + {split['body']} ({split['bytes'] / 1e6:.2f} MB, "
-            f"max abs logit diff vs model.onnx {diff:.2e}): the runtime loads them with about "
-            "half the peak memory; keep them beside model.onnx"
+            f"max abs logit diff vs {MODEL_FILE} {diff:.2e}): the runtime loads them with about "
+            f"half the peak memory; keep them beside {MODEL_FILE}"
         )
     return "\n".join(lines)
 
@@ -155,26 +101,27 @@ def run_split(args: argparse.Namespace) -> int:
     """Add decode.onnx + body.onnx to a folder exported before `export` wrote them."""
     import numpy as np
 
+    from tensorgpt.common.contract import Manifest, check_folder
     from tensorgpt.export.manifest import write_manifest
     from tensorgpt.export.split_load import add_split_load
     from tensorgpt.export.verify import check_split
-    from tensorgpt.runtime_demo.manifest import check_folder, load_manifest
 
     folder = check_folder(args.out_dir)
-    manifest, config = load_manifest(folder)  # config: layers, KV heads, head size, vocab
+    manifest = Manifest.read(folder)
+    config = manifest.config  # layers, KV heads, head size, vocab
     # Any fixed ids do: both sides run the same weights in onnxruntime.
     ids = (np.arange(16, dtype=np.int64)[None, :] * 7919 + 11) % config.vocab_size
     tokens = [int(t) for t in (np.arange(8) * 104729 + 13) % config.vocab_size]
     split = add_split_load(folder, lambda f: check_split(f, config, ids, tokens))
-    manifest["split_load"] = split
-    write_manifest(folder / "manifest.json", manifest)
+    manifest.split_load = split
+    write_manifest(folder / MANIFEST_FILE, manifest)
     if split is None:
-        print("nothing to split: model.onnx decodes less than 16 MB of weights at load")
+        print(f"nothing to split: {MODEL_FILE} decodes less than 16 MB of weights at load")
     else:
         diff = split["verification"]["max_abs_logit_diff_vs_model_onnx"]
         print(
             f"wrote {split['decode']} + {split['body']} ({split['bytes'] / 1e6:.2f} MB), "
-            f"max abs logit diff vs model.onnx {diff:.2e}"
+            f"max abs logit diff vs {MODEL_FILE} {diff:.2e}"
         )
     return 0
 

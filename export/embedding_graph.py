@@ -20,6 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tensorgpt.export.graph_builder import GraphBuilder, nibble_pairs
+from tensorgpt.tt_ops.low_rank import truncated_svd
+from tensorgpt.tt_ops.row_codecs import (
+    INT4_BLOCK,
+    dequantize_int4_blocks,
+    dequantize_int8,
+    quantize_int4_blocks,
+    quantize_int8,
+)
 
 if TYPE_CHECKING:
     from tensorgpt.tt_ops.per_token import PerTokenTT
@@ -86,19 +94,6 @@ def _store_core(b: GraphBuilder, name: str, core: np.ndarray, int8: bool, scale_
     decoded = b.op("Cast", [b.const(f"{name}.int8", codes)], to=1)  # 1 = FLOAT
     scale_f = b.op("Cast", [b.const(f"{name}.scale", scale)], to=1)
     return b.op("Mul", [decoded, scale_f])
-
-
-def quantize_int8(core: np.ndarray, reduce_axes: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric absmax int8 over `reduce_axes`; scales kept in float16."""
-    absmax = np.max(np.abs(core), axis=reduce_axes, keepdims=True)
-    scale = (absmax / 127.0).astype(np.float16)
-    safe = np.where(scale == 0, np.float16(1), scale).astype(np.float32)
-    codes = np.clip(np.rint(core / safe), -127, 127).astype(np.int8)
-    return codes, scale
-
-
-def dequantize_int8(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return codes.astype(np.float32) * scale.astype(np.float32)
 
 
 def _contract(
@@ -322,13 +317,8 @@ class LowRankEmbedding(EmbeddingGraph):
     """Truncated SVD: table ~ U (V, k) @ W (k, D), W = diag(s) V^T; a row is Gather + MatMul."""
 
     def __init__(self, table: np.ndarray, rank: int) -> None:
-        table = np.asarray(table, dtype=np.float64)
         self.vocab_size, self.dim = table.shape
-        if not 1 <= rank <= min(table.shape):
-            raise ValueError(f"--rank must be between 1 and {min(table.shape)} for svd, got {rank}")
-        u, s, vt = np.linalg.svd(table, full_matrices=False)
-        self.left = np.ascontiguousarray(u[:, :rank], dtype=np.float32)
-        self.right = np.ascontiguousarray(s[:rank, None] * vt[:rank], dtype=np.float32)
+        self.left, self.right = truncated_svd(table, rank)
         self._names: tuple[str, str] | None = None
 
     def _initializers(self, b: GraphBuilder) -> tuple[str, str]:
@@ -358,7 +348,7 @@ class RowQuantizedEmbedding(EmbeddingGraph):
     (it would not fold DequantizeLinear, and would redo the whole table at every token).
     """
 
-    BLOCK = 32
+    BLOCK = INT4_BLOCK
 
     def __init__(self, table: np.ndarray, bits: int) -> None:
         table = np.asarray(table, dtype=np.float32)
@@ -368,22 +358,7 @@ class RowQuantizedEmbedding(EmbeddingGraph):
             self.codes, scale = quantize_int8(table, (1,))
             self.scale = scale[:, 0]  # (V,)
         elif bits == 4:
-            if self.dim % self.BLOCK:
-                raise ValueError(
-                    f"int4 rows need a hidden size divisible by {self.BLOCK}, got {self.dim}"
-                )
-            blocks = table.reshape(self.vocab_size, self.dim // self.BLOCK, self.BLOCK)
-            absmax = np.abs(blocks).max(axis=2, keepdims=True)
-            self.scale = (absmax / 7.0).astype(np.float16)
-            safe = np.where(self.scale == 0, np.float16(1), self.scale).astype(np.float32)
-            q = (
-                np.clip(np.rint(blocks / safe), -8, 7)
-                .astype(np.int16)
-                .reshape(self.vocab_size, self.dim)
-                + 8
-            )
-            self.codes = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
-            self.scale = self.scale[:, :, 0]  # (V, D/32)
+            self.codes, self.scale = quantize_int4_blocks(table)  # (V, D/2), (V, D/32)
         else:
             raise ValueError(f"bits must be 4 or 8, got {bits}")
         self._names: tuple[str, str] | None = None
@@ -430,10 +405,4 @@ class RowQuantizedEmbedding(EmbeddingGraph):
     def dense(self) -> np.ndarray:
         if self.bits == 8:
             return dequantize_int8(self.codes, self.scale[:, None])
-        q = np.empty((self.vocab_size, self.dim), np.float32)
-        q[:, 0::2] = (self.codes & 15).astype(np.float32) - 8
-        q[:, 1::2] = (self.codes >> 4).astype(np.float32) - 8
-        blocks = (
-            q.reshape(self.vocab_size, -1, self.BLOCK) * self.scale.astype(np.float32)[:, :, None]
-        )
-        return blocks.reshape(self.vocab_size, self.dim)
+        return dequantize_int4_blocks(self.codes, self.scale)

@@ -44,8 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorgpt.files import write_atomic
-from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable, int8_rows
+from tensorgpt.common.files import write_atomic
+from tensorgpt.models import ModelAdapter
+from tensorgpt.tt_ops.row_codecs import int8_rows
+from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,14 +225,14 @@ def _kl_to(target, model, names: list[str], table, x):
     return (target.exp() * (target - torch.log_softmax(logits.logits, -1))).sum(-1).mean()
 
 
-def _tied_names(model) -> list[str]:
+def _tied_names(adapter: ModelAdapter) -> list[str]:
     """Every parameter name under which the input embedding's weight is reachable."""
-    weight = model.get_input_embeddings().weight
-    return [n for n, p in model.named_parameters(remove_duplicate=False) if p is weight]
+    weight = adapter.token_embedding().weight
+    return [n for n, p in adapter.model.named_parameters(remove_duplicate=False) if p is weight]
 
 
 def heal(
-    model,
+    adapter: ModelAdapter,
     tokenizer,
     code: TransformCodedTable,
     text: str,
@@ -239,11 +241,11 @@ def heal(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[TransformCodedTable, dict]:
-    """Fit `code`'s codebooks, scales, means and basis to `model`'s outputs on `text`.
+    """Fit `code`'s codebooks, scales, means and basis to the model's outputs on `text`.
 
-    model: the original model (its embedding weight is the table `code` encodes; it is not
-        modified).  checkpoint: file to resume from and save to (default: a content-keyed
-        file under ~/.cache/tensorgpt/heal).  on_step(step) runs after each step (tests use
+    adapter: the original model's adapter (models/; its embedding weight is the table `code`
+        encodes; the model is not modified).  checkpoint: file to resume from and save to
+        (default: a content-keyed file under ~/.cache/tensorgpt/heal).  on_step(step) runs after each step (tests use
         it to interrupt).  Returns the healed code and a report (KL before/after, seconds);
         the code comes back unchanged (report["kept"] False) when healing did not lower the KL
         on the held-out last tenth of the text.
@@ -251,8 +253,8 @@ def heal(
     torch = _torch()
     config = config or HealConfig()
     config.validate()
-    emb = model.get_input_embeddings()
-    table = emb.weight.detach().float().numpy()
+    model = adapter.model
+    table = adapter.token_embedding().weight.detach().float().numpy()
     if table.shape != (code.vocab_size, code.dim):
         raise ValueError(f"healing: table shape {table.shape} does not match the code's")
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
@@ -266,10 +268,8 @@ def heal(
     windows, held_out = windows[:-n_held], windows[-n_held:]
     key = _key(code, table, ids, config)
     path = Path(checkpoint) if checkpoint else default_checkpoint_dir() / f"{key}.pt"
-    names = _tied_names(model)
-    head_tied = model.get_output_embeddings() is not None and (
-        model.get_output_embeddings().weight is emb.weight
-    )
+    names = _tied_names(adapter)
+    head_tied = adapter.head_is_tied()
 
     healable = HealableTable(code)
     opt = torch.optim.Adam(healable.parameters(), lr=config.lr)

@@ -1,4 +1,5 @@
-"""manifest.json: what was exported, how, how big, and whether it verified.
+"""manifest.json (a `common.contract.Manifest`): what was exported, how, how big, and whether
+it verified.
 
 The same facts (minus nested detail) go into the ONNX file's metadata_props, so a model file
 that got separated from its folder still says what it is.
@@ -12,10 +13,8 @@ from pathlib import Path
 import onnx
 
 from tensorgpt import __version__
-from tensorgpt.files import write_atomic
-
-FORMAT = "tensorgpt-export"
-FORMAT_VERSION = 1
+from tensorgpt.common.contract import Manifest
+from tensorgpt.common.files import write_atomic
 
 
 def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
@@ -40,8 +39,8 @@ def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
     return count * itemsize
 
 
-def write_manifest(path: Path, manifest: dict) -> None:
-    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    write_atomic(path, manifest.to_json().encode())
 
 
 def metadata_props(manifest: dict) -> dict[str, str]:

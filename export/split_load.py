@@ -12,7 +12,7 @@ What is written beside model.onnx (model.onnx itself is untouched and stays self
                   of the model (the "frontier": decoded weights, the rebuilt table).
     body.onnx     model.onnx without the decode nodes; each frontier tensor is a placeholder
                   initializer whose data the runtime supplies at load
-                  (runtime_demo/session.py, `open_split_session`, which the export's
+                  (common/ort_load.py, `open_split_session`, which the export's
                   parity check uses too).
 
 Neither copies weight bytes: their initializers are ONNX external-data references into
@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tensorgpt.files import sha256_file, write_atomic
+from tensorgpt.common.contract import BODY_FILE, DECODE_FILE, MODEL_FILE
+from tensorgpt.common.files import sha256_file, write_atomic
+from tensorgpt.common.ort_load import decode_weights
 
-DECODE_FILE = "decode.onnx"
-BODY_FILE = "body.onnx"
 # Placeholder of a frontier tensor: external data in a file that does not exist. The runtime
 # replaces it with SessionOptions.add_external_initializers, which wants exactly such an
 # external-data placeholder and never reads it; anything that did read it would fail loudly.
@@ -173,7 +173,7 @@ def _reference(tensor: TensorProto, offsets: dict[str, tuple[int, int]]) -> Tens
         return ref
     if tensor.name in offsets:
         offset, length = offsets[tensor.name]
-        return _external(tensor.name, tensor.data_type, tensor.dims, "model.onnx", offset, length)
+        return _external(tensor.name, tensor.data_type, tensor.dims, MODEL_FILE, offset, length)
     ref = TensorProto()
     ref.CopyFrom(tensor)
     return ref
@@ -186,7 +186,7 @@ def write_split(folder: Path) -> dict | None:
     (an fp32 export decodes nothing). The placeholders' dtypes and shapes come from running
     decode.onnx once with onnxruntime.
     """
-    model_path = folder / "model.onnx"
+    model_path = folder / MODEL_FILE
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
     picked, frontier, helpers = decode_nodes(graph)
@@ -255,7 +255,7 @@ def add_split_load(folder: Path, check) -> dict | None:
     split = write_split(folder)
     if split is None:
         return None
-    split["model_sha256"] = sha256_file(folder / "model.onnx")
+    split["model_sha256"] = sha256_file(folder / MODEL_FILE)
     split["bytes"] = sum((folder / split[k]).stat().st_size for k in ("decode", "body"))
     split["verification"] = check(folder)
     if not split["verification"]["passed"]:
@@ -275,8 +275,6 @@ def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def _frontier_shapes(decode_path: Path) -> dict[str, tuple[int, list[int]]]:
-    from tensorgpt.runtime_demo.session import decode_weights
-
     names, values = decode_weights(decode_path, threads=None)
     return {
         n: (helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))

@@ -13,6 +13,16 @@ import math
 import numpy as np
 import torch
 
+from tensorgpt.common.contract import (
+    ATTENTION_MASK,
+    BODY_FILE,
+    DECODE_FILE,
+    INPUT_IDS,
+    MODEL_FILE,
+    POSITION_IDS,
+    past_names,
+)
+from tensorgpt.common.ort_load import open_split_session, session_options
 from tensorgpt.models import ModelAdapter
 from tensorgpt.models.cache_api import cache_argument, returned_cache
 
@@ -51,17 +61,15 @@ def _torch_run(model, ids: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
 
 def _ort_run(session, shape, ids: np.ndarray, tokens: list[int]) -> list[np.ndarray]:
     """Logits of the prompt, then of each of `tokens` fed one at a time through the cache."""
-    names = [
-        f"past_key_values.{i}.{kv}" for i in range(shape.num_layers) for kv in ("key", "value")
-    ]
+    names = past_names(shape.num_layers)
     past = {n: np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32) for n in names}
     feed_ids, logits, total = ids, [], 0
     for step in range(len(tokens) + 1):
         seq = feed_ids.shape[1]
         feeds = {
-            "input_ids": feed_ids,
-            "attention_mask": np.ones((1, total + seq), np.int64),
-            "position_ids": np.arange(total, total + seq, dtype=np.int64)[None, :],
+            INPUT_IDS: feed_ids,
+            ATTENTION_MASK: np.ones((1, total + seq), np.int64),
+            POSITION_IDS: np.arange(total, total + seq, dtype=np.int64)[None, :],
             **past,
         }
         outputs = session.run(None, feeds)
@@ -79,11 +87,8 @@ def check_split(folder, shape, ids: np.ndarray, tokens: list[int]) -> dict:
     `shape` needs num_layers, num_kv_heads and head_dim."""
     import onnxruntime as ort
 
-    from tensorgpt.export.split_load import BODY_FILE, DECODE_FILE
-    from tensorgpt.runtime_demo.session import open_split_session, session_options
-
     whole = ort.InferenceSession(
-        str(folder / "model.onnx"), session_options(None), providers=["CPUExecutionProvider"]
+        str(folder / MODEL_FILE), session_options(None), providers=["CPUExecutionProvider"]
     )
     expected = _ort_run(whole, shape, ids, tokens)
     del whole  # one folded session at a time

@@ -33,33 +33,10 @@ import onnx
 from onnx import numpy_helper
 
 from tensorgpt.export.graph_builder import GraphBuilder, nibbles
+from tensorgpt.tt_ops.row_codecs import Q4_BLOCK as BLOCK
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks
 
-BLOCK = 32
 SKIP_PREFIXES = ("embedding", "lm_head")  # the table has its own storage
-
-
-def encode_q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(K, N) float -> packed codes (K/32, 16, N) uint8 (GGUF nibble order), scale and
-    minimum (K/32, N) float16."""
-    k, n = w.shape
-    blocks = w.reshape(k // BLOCK, BLOCK, n).astype(np.float32)
-    low, high = blocks.min(axis=1), blocks.max(axis=1)
-    scale = ((high - low) / 15.0).astype(np.float16)
-    minimum = low.astype(np.float16)
-    d = scale.astype(np.float32)[:, None, :]
-    safe = np.where(d == 0, 1.0, d)
-    q = np.clip(np.rint((blocks - minimum.astype(np.float32)[:, None, :]) / safe), 0, 15)
-    q = q.astype(np.uint8)
-    half = BLOCK // 2
-    return (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8), scale, minimum
-
-
-def decode_q4_blocks(packed: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
-    """The exact arithmetic of the ONNX decode: float(q) * float(d) + float(m), (K, N)."""
-    nb, _, n = packed.shape
-    q = np.concatenate([packed & 15, packed >> 4], axis=1).astype(np.float32)
-    blocks = q * scale.astype(np.float32)[:, None, :]
-    return (blocks + minimum.astype(np.float32)[:, None, :]).reshape(nb * BLOCK, n)
 
 
 def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int, n: int) -> str:

@@ -140,7 +140,7 @@ def bench(
         steps.extend(run_steps)
     return {
         "folder": str(model.folder),
-        "method": model.manifest.get("method"),
+        "method": model.manifest.method,
         "threads": threads or 0,  # 0: onnxruntime's default, one per core
         "prompt_tokens": prompt_tokens,
         "decode_tokens": decode_tokens,

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command
 
-# Shared with compare and sweep (runtime_demo/compare_commands.py); the rule is machine.py's.
+# Shared with compare and sweep (tensorgpt/compare_commands.py); the rule is machine.py's.
 THREADS_HELP = (
     "onnxruntime intra-op threads (default: one per core that other work leaves free, i.e. "
     "cores minus the 1-minute load average, at least 1, printed when chosen; "

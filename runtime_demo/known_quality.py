@@ -1,7 +1,7 @@
 """What earlier measurements say about an export's quality, read before generating from it.
 
 `tensorgpt compare` and `tensorgpt sweep` cache each folder's perplexity in the folder
-(runtime_demo/compare.py, `.tensorgpt-measurements.json`). `tensorgpt run` reads those
+(runtime_demo/measurements.py, `.tensorgpt-measurements.json`). `tensorgpt run` reads those
 entries so that a variant known to be broken (TT rank 4 on SmolLM2: perplexity in the
 millions) does not generate garbage without a word.
 
@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from .compare import _load_cache, file_key
+from .measurements import file_key, load_cache
 
 
 def cached_perplexities(folder: str | Path) -> list[dict]:
@@ -24,7 +24,7 @@ def cached_perplexities(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     current = file_key(folder)
     found = []
-    for key, value in _load_cache(folder).items():
+    for key, value in load_cache(folder).items():
         try:
             fields = json.loads(key)
         except ValueError:

@@ -13,9 +13,26 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from tensorgpt.files import sha256_file
+from tensorgpt.common.contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    MODEL_FILE,
+    POSITION_IDS,
+    Manifest,
+    ModelConfig,
+    past_name,
+    past_names,
+    present_names,
+)
+from tensorgpt.common.files import sha256_file
+from tensorgpt.common.ort_load import (
+    open_split_session,
+    release_freed_memory,
+    session_options,
+)
 
-from .manifest import ModelConfig, check_folder, load_manifest
+from .manifest import check_folder, load_manifest
 
 # One (key, value) pair per layer, each float32 (batch, num_kv_heads, past_len, head_dim).
 KVCache = list[tuple[np.ndarray, np.ndarray]]
@@ -24,93 +41,21 @@ _INT64 = "tensor(int64)"
 _FLOAT = "tensor(float)"
 
 
-def past_names(num_layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def present_names(num_layers: int) -> list[str]:
-    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """Options for a latency-oriented single-model session.
-
-    ENABLE_ALL is kept on purpose: it constant-folds initializer-only subgraphs at load, which
-    is how a TT-compressed tied head gets rebuilt once instead of on every forward.
-    """
-    if threads is not None and threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0 = onnxruntime's default), got {threads}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or 0
-    # A decoder is one chain of ops: parallel branches would only add scheduling threads.
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initializers are noise to users
-    return options
-
-
-def release_freed_memory() -> None:
-    """Hand heap memory that session creation freed back to the OS (glibc only).
-
-    onnxruntime folds initializer-only subgraphs at load (a compressed table's tied head, 4-bit
-    weights): the intermediates are freed, but glibc keeps the pages, so a q4 file's session
-    held 2.4 GB instead of 0.7 GB until malloc_trim. A no-op where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:
-        pass
-
-
-def split_files(folder: Path, manifest: dict[str, Any]) -> tuple[Path, Path] | None:
+def split_files(folder: Path, manifest: Manifest) -> tuple[Path, Path] | None:
     """decode.onnx and body.onnx when the export wrote them for this very model.onnx.
 
     Stale or missing files mean None: model.onnx is self-contained, so loading it whole is
     always correct (it only needs more memory while loading).
     """
-    split = manifest.get("split_load")
+    split = manifest.split_load
     if not isinstance(split, dict):
         return None
     decode, body = folder / str(split.get("decode")), folder / str(split.get("body"))
     if not (decode.is_file() and body.is_file()):
         return None
-    if sha256_file(folder / "model.onnx") != split.get("model_sha256"):
+    if sha256_file(folder / MODEL_FILE) != split.get("model_sha256"):
         return None
     return decode, body
-
-
-def open_split_session(
-    decode: Path, body: Path, options: ort.SessionOptions, threads: int | None
-) -> ort.InferenceSession:
-    """Run the weight-decode graph once, then open the body with its outputs as initializers.
-
-    Why: folding the decode subgraph inside model.onnx keeps every folded tensor until the
-    pass ends (2.7 GB peak for a 75 MB SmolLM2 file); running it as a plain graph frees each
-    intermediate after its last use (1.45 GB), and the body session is the same graph with
-    the same optimizations, so the logits are the same. onnxruntime copies the supplied
-    tensors into the graph (documented for AddExternalInitializers), so they can go afterwards.
-    """
-    names, values = decode_weights(decode, threads)
-    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(v) for v in values])
-    return ort.InferenceSession(str(body), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def decode_weights(decode: Path, threads: int | None) -> tuple[list[str], list[np.ndarray]]:
-    """Run decode.onnx (no inputs) as a plain graph: optimizations off, so nothing is folded
-    and each intermediate is freed after its last use. Returns its output names and values."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads or 0
-    options.log_severity_level = 3
-    decoder = ort.InferenceSession(str(decode), options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in decoder.get_outputs()]
-    return names, decoder.run(names, {})
 
 
 def _first_line(exc: BaseException) -> str:
@@ -130,7 +75,7 @@ class ExportedModel:
     def __init__(self, folder: str | Path, threads: int | None = None, split: bool = True) -> None:
         self.folder = check_folder(folder)
         self.manifest, self.config = load_manifest(self.folder)
-        self.model_path = self.folder / "model.onnx"
+        self.model_path = self.folder / MODEL_FILE
         files = split_files(self.folder, self.manifest) if split else None
         self.load_mode = "whole" if files is None else "split"
         options = session_options(threads)
@@ -147,7 +92,7 @@ class ExportedModel:
                 f"cannot load {what} (corrupt or truncated?): {_first_line(exc)}"
             ) from None
         release_freed_memory()
-        self._output_names = ["logits", *present_names(self.config.num_layers)]
+        self._output_names = [LOGITS, *present_names(self.config.num_layers)]
         _check_graph_io(self.session, self.config, self.model_path)
 
     # Convenience views on the config, used by generation, perplexity and bench.
@@ -193,13 +138,13 @@ class ExportedModel:
         _check_shapes(input_ids, attention_mask, position_ids, past, self.config)
         self.check_token_ids(input_ids)
         feeds: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
+            INPUT_IDS: input_ids,
+            ATTENTION_MASK: attention_mask,
+            POSITION_IDS: position_ids,
         }
         for i, (key, value) in enumerate(past):
-            feeds[f"past_key_values.{i}.key"] = key
-            feeds[f"past_key_values.{i}.value"] = value
+            feeds[past_name(i, "key")] = key
+            feeds[past_name(i, "value")] = value
         outputs = self.session.run(self._output_names, feeds)
         present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self.num_layers)]
         return outputs[0], present
@@ -238,9 +183,9 @@ def _check_graph_io(session: ort.InferenceSession, config: ModelConfig, path: Pa
     """Compare the graph's inputs/outputs with what the manifest says they must be."""
     inputs = {arg.name: arg for arg in session.get_inputs()}
     outputs = {arg.name: arg for arg in session.get_outputs()}
-    want_inputs = {"input_ids": _INT64, "attention_mask": _INT64, "position_ids": _INT64}
+    want_inputs = {INPUT_IDS: _INT64, ATTENTION_MASK: _INT64, POSITION_IDS: _INT64}
     want_inputs |= dict.fromkeys(past_names(config.num_layers), _FLOAT)
-    want_outputs = {"logits": _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
+    want_outputs = {LOGITS: _FLOAT} | dict.fromkeys(present_names(config.num_layers), _FLOAT)
     for kind, have, want in (("inputs", inputs, want_inputs), ("outputs", outputs, want_outputs)):
         missing = sorted(set(want) - set(have))
         extra = sorted(set(have) - set(want))
@@ -260,7 +205,7 @@ def _check_graph_io(session: ort.InferenceSession, config: ModelConfig, path: Pa
             if have[name].type != dtype:
                 raise ValueError(f"{path}: {name} is {have[name].type}, expected {dtype}")
     # Fixed dimensions, where the graph states them (dynamic ones are strings or None).
-    kv_shape = inputs["past_key_values.0.key"].shape
+    kv_shape = inputs[past_name(0, "key")].shape
     expected = {1: config.num_kv_heads, 3: config.head_dim}
     for axis, value in expected.items():
         if len(kv_shape) == 4 and isinstance(kv_shape[axis], int) and kv_shape[axis] != value:
@@ -268,7 +213,7 @@ def _check_graph_io(session: ort.InferenceSession, config: ModelConfig, path: Pa
                 f"{path}: past key shape {kv_shape} does not match the manifest "
                 f"(num_kv_heads {config.num_kv_heads}, head_dim {config.head_dim})"
             )
-    logits_shape = outputs["logits"].shape
+    logits_shape = outputs[LOGITS].shape
     if (
         len(logits_shape) == 3
         and isinstance(logits_shape[2], int)

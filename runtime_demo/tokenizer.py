@@ -13,13 +13,15 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from tensorgpt.common.contract import TOKENIZER_FILE
+
 _INCOMPLETE = "\ufffd"  # what a partial UTF-8 sequence decodes to
 
 
 def load_tokenizer(folder: str | Path) -> Tokenizer:
-    path = Path(folder) / "tokenizer.json"
+    path = Path(folder) / TOKENIZER_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{Path(folder)} has no tokenizer.json")
+        raise FileNotFoundError(f"{Path(folder)} has no {TOKENIZER_FILE}")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on a malformed file

@@ -51,7 +51,7 @@ Regenerate everything on this page (tables, the sentences under them, docs/resul
 which runs the two `tensorgpt sweep` commands written at its top (about an hour from scratch on
 2 cores; a rerun reuses finished exports and cached perplexities and only re-times decoding).
 The tables and the bullet lists under them are generated from the measured numbers
-(`runtime_demo/compare.py`); the variants are the default grid in `export/sweep.py`.
+(`tensorgpt/compare.py`); the variants are the default grid in `tensorgpt/sweep.py`.
 
 ## In short
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from tensorgpt import __version__
+from tensorgpt.common.command import Command
 
 EXIT_USER_ERROR = 2
 
@@ -25,18 +25,10 @@ EXIT_USER_ERROR = 2
 _COMMAND_MODULES = (
     "tensorgpt.tt_ops.commands",
     "tensorgpt.export.commands",
-    "tensorgpt.export.sweep_commands",
+    "tensorgpt.sweep_commands",
     "tensorgpt.runtime_demo.commands",
-    "tensorgpt.runtime_demo.compare_commands",
+    "tensorgpt.compare_commands",
 )
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int | None]
 
 
 def _load_commands() -> list[Command]:

@@ -1,8 +1,8 @@
-"""tensorgpt/progress.py: the lines a log gets (stderr not a terminal), on a fake clock."""
+"""common/progress.py: the lines a log gets (stderr not a terminal), on a fake clock."""
 
 from __future__ import annotations
 
-from tensorgpt.progress import LINE_INTERVAL_S, duration, stage, track
+from tensorgpt.common.progress import LINE_INTERVAL_S, duration, stage, track
 
 
 class FakeClock:

@@ -12,18 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command, parse_int_list
 
 
 def _int_list(text: str, option: str) -> list[int]:
-    """'1,2,4' -> [1, 2, 4], with a message naming the option on bad input."""
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{option} must list at least one integer, got {text!r}")
-    return values
+    return list(parse_int_list(text, option))
 
 
 # ---------------------------------------------------------------- ratios

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from tensorgpt.common.files import write_atomic
 
 from .per_token import PerTokenTT
 from .tt_matrix import TTMatrix
@@ -87,14 +88,7 @@ def save_compressed(
         "tensorgpt": json.dumps(_facts(obj, dtype, source)),
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
 
 

@@ -97,7 +97,7 @@ def probe_export(args: argparse.Namespace) -> None:
         "env": _environment(),
         "tensorgpt": str(Path(sys.modules["tensorgpt"].__file__).parent),
         "folder": str(model.folder),
-        "method": model.manifest.get("method"),
+        "method": model.manifest.method,
         "load_mode": model.load_mode,  # "split": decode.onnx + body.onnx, else model.onnx
         "prompt": args.prompt,
         "prompt_ids": prompt_ids,

@@ -129,25 +129,37 @@ def test_unknown_hub_id_offline(tmp_path):
     )
 
 
-def test_cli_offers_every_method():
-    from tensorgpt.export.commands import METHOD_CHOICES
-    from tensorgpt.export.compress import METHODS
+def test_cli_offers_every_method_and_quantizer():
+    import argparse
 
-    assert METHOD_CHOICES == list(METHODS)
+    from tensorgpt.export.commands import add_export_arguments
+    from tensorgpt.export.methods import all_options, method_names
+    from tensorgpt.export.quantizers import quantizer_names
+
+    p = argparse.ArgumentParser()
+    add_export_arguments(p)
+    actions = {a.dest: a for a in p._actions}
+    assert list(actions["method"].choices) == method_names()
+    assert set(method_names()) >= {"none", "tt", "tt-matrix", "svd", "int8-rows", "int4-rows", "tc"}
+    assert list(actions["quantize"].choices) == quantizer_names()
+    assert set(quantizer_names()) >= {"none", "int8", "ort-int8", "q4"}
+    assert {o.name for o in all_options()} <= set(actions)
 
 
 def test_export_help_states_the_defaults_the_code_uses():
     import argparse
 
     from tensorgpt.export.commands import add_export_arguments
-    from tensorgpt.export.compress import SVD_DEFAULT_RANK, TC_DEFAULT_BITS
+    from tensorgpt.export.methods.svd import DEFAULT_RANK as SVD_DEFAULT_RANK
+    from tensorgpt.export.methods.tc import DEFAULT_BITS as TC_DEFAULT_BITS
 
     parser = argparse.ArgumentParser()
     add_export_arguments(parser)
     helps = {a.dest: a.help for a in parser._actions}
     assert f"default: {TC_DEFAULT_BITS:g}," in helps["bits_per_weight"]
     assert f"default: {SVD_DEFAULT_RANK})" in helps["rank"]
-    assert "tc needs --calib-text" in helps["method"]
+    assert "tc: transform coding; needs --calib-text" in helps["method"]
+    assert helps["method"].startswith("token-embedding compression (default: none)")
 
 
 def test_tc_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):

@@ -254,7 +254,7 @@ def test_q4_weights_fold_and_match_pytorch(tiny_llama, tmp_path):
 
 def test_q4_grid_is_recovered_exactly():
     """Weights already on a Q4_1 grid (a GGUF source) come back bit for bit."""
-    from tensorgpt.export.weight_blocks import decode_q4_blocks, encode_q4_blocks
+    from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks
 
     rng = np.random.default_rng(0)
     d = rng.uniform(0.001, 0.05, size=(4, 1, 24)).astype(np.float16).astype(np.float32)

@@ -7,7 +7,8 @@ import pytest
 
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.healing import HealableTable, HealConfig, heal
-from tensorgpt.tt_ops.transform_code import fit_transform_code
+from tensorgpt.models import adapter_for
+from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
 SMALL = HealConfig(steps=6, windows_per_step=2, window=64, lr=0.02, checkpoint_every=2)
 
@@ -71,7 +72,13 @@ def test_healing_lowers_kl_on_unseen_text_at_the_same_bytes(tiny_llama, tmp_path
     code = _coded(model, tok)
     config = HealConfig(steps=30, window=64, lr=0.02)
     healed, report = heal(
-        model, tok, code, _text()[:30_000], config, checkpoint=tmp_path / "c.pt", progress=False
+        adapter_for(model),
+        tok,
+        code,
+        _text()[:30_000],
+        config,
+        checkpoint=tmp_path / "c.pt",
+        progress=False,
     )
     assert healed.nbytes() == code.nbytes()
     assert report["steps"] == 30 and report["head_tied"] and report["kept"]
@@ -85,20 +92,35 @@ def test_interrupted_healing_resumes_to_the_same_result(tiny_gpt2, tmp_path):
     model, tok = _load(tiny_gpt2)
     code = _coded(model, tok)
     text = _text()[:30_000]
-    whole, _ = heal(model, tok, code, text, SMALL, checkpoint=tmp_path / "a.pt", progress=False)
+    whole, _ = heal(
+        adapter_for(model), tok, code, text, SMALL, checkpoint=tmp_path / "a.pt", progress=False
+    )
 
     def stop_at_3(step: int) -> None:
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt, match="rerun the same command to resume"):
-        heal(model, tok, code, text, SMALL, tmp_path / "b.pt", progress=False, on_step=stop_at_3)
-    resumed, report = heal(model, tok, code, text, SMALL, tmp_path / "b.pt", progress=False)
+        heal(
+            adapter_for(model),
+            tok,
+            code,
+            text,
+            SMALL,
+            tmp_path / "b.pt",
+            progress=False,
+            on_step=stop_at_3,
+        )
+    resumed, report = heal(
+        adapter_for(model), tok, code, text, SMALL, tmp_path / "b.pt", progress=False
+    )
     assert report["resumed_from_step"] == 3
     for name, arr in whole.arrays().items():
         assert np.array_equal(resumed.arrays()[name], arr), name
     # a finished checkpoint makes a rerun instant: nothing left to fit
-    again, report = heal(model, tok, code, text, SMALL, tmp_path / "b.pt", progress=False)
+    again, report = heal(
+        adapter_for(model), tok, code, text, SMALL, tmp_path / "b.pt", progress=False
+    )
     assert report["resumed_from_step"] == 6
 
 
@@ -137,7 +159,7 @@ def test_a_fit_that_does_not_generalise_is_not_kept(tiny_gpt2, tmp_path):
     code = _coded(model, tok)
     config = HealConfig(steps=3, window=64, lr=5.0)
     out, report = heal(
-        model, tok, code, _text()[:30_000], config, tmp_path / "c.pt", progress=False
+        adapter_for(model), tok, code, _text()[:30_000], config, tmp_path / "c.pt", progress=False
     )
     assert report["held_out_kl_after"] > report["held_out_kl_before"]
     assert not report["kept"] and out is code

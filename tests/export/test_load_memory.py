@@ -16,14 +16,9 @@ from onnx import helper, numpy_helper, shape_inference
 
 from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
 from tensorgpt.export.graph_builder import GraphBuilder
-from tensorgpt.export.weight_blocks import (
-    BLOCK,
-    _decode_nodes,
-    decode_q4_blocks,
-    encode_q4_blocks,
-    quantize_weights_q4,
-)
-from tensorgpt.tt_ops.transform_code import fit_transform_code
+from tensorgpt.export.weight_blocks import BLOCK, _decode_nodes, quantize_weights_q4
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks
+from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
 
 def _model(b: GraphBuilder, output: str, inputs=()) -> onnx.ModelProto:

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tensorgpt.common.ort_load import open_split_session, session_options
 from tensorgpt.export import split_load
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
-from tensorgpt.runtime_demo.session import open_split_session, session_options
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tensorgpt.cli import main
-from tensorgpt.runtime_demo.compare import (
+from tensorgpt.compare import (
     CACHE_NAME,
     SpeedOptions,
     TextOptions,
@@ -86,7 +86,7 @@ def test_plot_is_a_valid_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib.image
 
-    from tensorgpt.runtime_demo.plot import plot_size_vs_perplexity
+    from tensorgpt.plot import plot_size_vs_perplexity
 
     rows = [
         {"name": n, "file_bytes": b, "perplexity": p}
@@ -202,7 +202,7 @@ def test_text_options_need_text(exports: list[Path]) -> None:
 
 _NO_TORCH_SCRIPT = """
 import json, sys
-from tensorgpt.runtime_demo.compare import SpeedOptions, TextOptions, compare, to_markdown
+from tensorgpt.compare import SpeedOptions, TextOptions, compare, to_markdown
 report = compare(
     [sys.argv[1]], TextOptions(sys.argv[2], window=8), SpeedOptions(None, 4, 2, 1, 1)
 )
@@ -230,7 +230,7 @@ def test_timing_rounds_interleave_and_keep_the_best(
     exports: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rounds go A B, A B (not A A, B B) and each variant keeps its fastest round."""
-    import tensorgpt.runtime_demo.compare as cmp
+    import tensorgpt.compare as cmp
 
     calls: list[str] = []
     slow_then_fast = {0: 9.0, 1: 5.0, 2: 7.0}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
+from tensorgpt import compare
 from tensorgpt.cli import main
-from tensorgpt.files import sha256_file
-from tensorgpt.runtime_demo import compare
+from tensorgpt.common.files import sha256_file
 from tensorgpt.runtime_demo.known_quality import broken_warning, cached_perplexities
 
 

@@ -30,7 +30,7 @@ def tt_torch_model(exported_tt):
 
 def test_tt_greedy_and_perplexity_match_pytorch(exported_tt, tt_torch_model) -> None:
     model = ExportedModel(exported_tt.folder, threads=1)
-    assert model.manifest["method"] == "tt"
+    assert model.manifest.method == "tt"
     tokenizer = load_tokenizer(model.folder)
     eos = model.config.eos_token_ids[0]
     for prompt in PROMPTS[:2]:

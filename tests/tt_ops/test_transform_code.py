@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorgpt.tt_ops.transform_code import (
-    fit_transform_code,
-    load_transform_code,
-    pack_bits,
-    unpack_bits,
-)
+from tensorgpt.tt_ops.bit_packing import pack_bits, unpack_bits
+from tensorgpt.tt_ops.transform_code import load_transform_code
+from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
 V, D = 1500, 48
 
@@ -115,8 +112,8 @@ def test_sensitivity_metric_shifts_error(table):
 def test_row_gain_and_save_load(table, counts, tmp_path):
     enc = fit_transform_code(table, bits_per_weight=1.5, token_counts=counts, row_scale=True)
     assert enc.row_gain is not None and enc.nbytes() <= int(1.5 * V * D / 8)
-    enc.save(tmp_path / "t.npz")
-    back = load_transform_code(tmp_path / "t.npz")
+    enc.save(tmp_path / "t.safetensors")
+    back = load_transform_code(tmp_path / "t.safetensors")
     np.testing.assert_array_equal(back.decode(), enc.decode())
     assert back.nbytes() == enc.nbytes()
 

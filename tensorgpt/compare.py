@@ -19,19 +19,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorgpt.files import (
-    MODEL_FILES,
+from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE, Manifest
+from tensorgpt.common.files import (
     folder_bytes,
     model_file_bytes,
+    read_text,
     sha256_file,
     write_atomic,
 )
+from tensorgpt.runtime_demo.machine import load_average, threads_label, usable_cores
+from tensorgpt.runtime_demo.manifest import load_manifest
 
-from .machine import load_average, threads_label, usable_cores
-from .manifest import load_manifest
+# The cache's file and how it is read live with the runtime, which reads it too (`run` warns
+# about a variant whose cached perplexity says it is broken: runtime_demo/known_quality.py).
+from tensorgpt.runtime_demo.measurements import (  # noqa: F401  (file_key: part of the API)
+    CACHE_NAME,
+    CACHE_VERSION,
+    file_key,
+)
+from tensorgpt.runtime_demo.measurements import load_cache as _load_cache
 
-CACHE_NAME = ".tensorgpt-measurements.json"
-CACHE_VERSION = 1
 # Perplexity changes within this many percent are reported as "keeps quality".
 KEEPS_QUALITY_PCT = 1.0
 SMALL_LOSS_PCT = 10.0
@@ -69,22 +76,22 @@ def _quiet(_message: str) -> None:
 # ---------------------------------------------------------------------------- reading folders
 
 
-def read_export(folder: str | Path) -> dict[str, Any]:
+def read_export(folder: str | Path) -> Manifest:
     """The folder's manifest; a one-line ValueError if the folder is not a tensorgpt export."""
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a folder (pass export OUT_DIRs to compare)")
-    if not (path / "manifest.json").is_file():
-        raise ValueError(f"{path} has no manifest.json: not a folder written by tensorgpt export")
+    if not (path / MANIFEST_FILE).is_file():
+        raise ValueError(f"{path} has no {MANIFEST_FILE}: not a folder written by tensorgpt export")
     manifest, _config = load_manifest(path)  # checks "format" and the config keys
-    if not (path / "model.onnx").is_file():
-        raise ValueError(f"{path} has no model.onnx: not a complete export")
+    if not (path / MODEL_FILE).is_file():
+        raise ValueError(f"{path} has no {MODEL_FILE}: not a complete export")
     return manifest
 
 
-def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[dict]) -> None:
+def check_same_tokenizer(folders: Sequence[Path], manifests: Sequence[Manifest]) -> None:
     """Perplexities over different tokenizations are not comparable: refuse to mix them."""
-    shas = {str(f): (m.get("tokenizer") or {}).get("sha256") for f, m in zip(folders, manifests)}
+    shas = {str(f): (m.tokenizer or {}).get("sha256") for f, m in zip(folders, manifests)}
     if len(set(shas.values())) > 1:
         first, *_ = shas.items()
         other = next((f, s) for f, s in shas.items() if s != first[1])
@@ -100,33 +107,11 @@ def variant_names(folders: Sequence[Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
 
 
-def is_uncompressed(manifest: dict) -> bool:
-    return manifest.get("method") == "none" and (manifest.get("quantize") or "none") == "none"
+def is_uncompressed(manifest: Manifest) -> bool:
+    return manifest.method == "none" and (manifest.quantize or "none") == "none"
 
 
 # ---------------------------------------------------------------------------- cache
-
-
-def file_key(folder: Path) -> dict[str, list[int]]:
-    """size and mtime of the weights: cheap to read, changes whenever the export is redone."""
-    key = {}
-    for name in MODEL_FILES:
-        path = folder / name
-        if path.exists():
-            st = path.stat()
-            key[name] = [st.st_size, st.st_mtime_ns]
-    return key
-
-
-def _load_cache(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / CACHE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
 
 
 def _store_cache(folder: Path, key: str, value: dict, log: Log) -> None:
@@ -156,18 +141,6 @@ def _perplexity_key(folder: Path, text: TextOptions, text_sha: str) -> str:
 # ---------------------------------------------------------------------------- measurements
 
 
-def read_text(path: str | Path) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read --text {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--text {path} is not UTF-8 text") from None
-    if not text.strip():
-        raise ValueError(f"--text {path} is empty")
-    return text
-
-
 def measure_perplexity(
     folder: str | Path,
     text: TextOptions,
@@ -176,9 +149,9 @@ def measure_perplexity(
     log: Log = _quiet,
 ) -> dict[str, Any]:
     """Perplexity of the folder on `text` (runtime_demo.perplexity), cached in the folder."""
-    from .perplexity import perplexity
-    from .session import ExportedModel
-    from .tokenizer import encode, load_tokenizer
+    from tensorgpt.runtime_demo.perplexity import perplexity
+    from tensorgpt.runtime_demo.session import ExportedModel
+    from tensorgpt.runtime_demo.tokenizer import encode, load_tokenizer
 
     folder = Path(folder)
     text_sha = sha256_file(text.path)
@@ -187,7 +160,7 @@ def measure_perplexity(
         return {**cached[key], "cached": True}
     model = ExportedModel(folder, threads=threads)
     # No BOS, as `tensorgpt eval` does: the windows score the text itself.
-    ids = encode(load_tokenizer(folder), read_text(text.path), add_special_tokens=False)
+    ids = encode(load_tokenizer(folder), read_text(text.path, "--text"), add_special_tokens=False)
     log(f"perplexity of {folder.name} ...")
     try:
         result = perplexity(model, ids, text.window, text.stride, text.max_tokens, progress=True)
@@ -201,7 +174,7 @@ def measure_perplexity(
 
 def measure_speed(folder: str | Path, speed: SpeedOptions) -> dict[str, Any]:
     """Batch-1 decode latency (median ms per new token) and session load time."""
-    from .bench import bench
+    from tensorgpt.runtime_demo.bench import bench
 
     result = bench(
         folder,
@@ -235,25 +208,23 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _row(name: str, folder: Path, manifest: dict) -> dict[str, Any]:
-    b = manifest.get("bytes") or {}
-    rec = manifest.get("reconstruction") or {}
-    verification = manifest.get("verification") or {}
+def _row(name: str, folder: Path, manifest: Manifest) -> dict[str, Any]:
+    b = manifest.bytes or {}
+    rec = manifest.reconstruction or {}
+    verification = manifest.verification or {}
     return {
         "name": name,
         "folder": str(folder),
-        "method": manifest.get("method"),
-        "quantize": manifest.get("quantize") or "none",
+        "method": manifest.method,
+        "quantize": manifest.quantize or "none",
         "method_options": {
-            k: v
-            for k, v in (manifest.get("method_options") or {}).items()
-            if v not in (None, False)
+            k: v for k, v in (manifest.method_options or {}).items() if v not in (None, False)
         },
-        "ranks": (manifest.get("embedding_info") or {}).get("ranks"),
+        "ranks": (manifest.embedding_info or {}).get("ranks"),
         "file_bytes": model_file_bytes(folder),  # the model file itself
         "folder_bytes": folder_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
-        "embedding_ratio": (manifest.get("ratios") or {}).get("embedding_bytes"),
+        "embedding_ratio": (manifest.ratios or {}).get("embedding_bytes"),
         "file_ratio": None,
         "mae": rec.get("mae"),
         "norm_mae": rec.get("norm_mae"),
@@ -285,7 +256,7 @@ def compare(
     manifests = [read_export(p) for p in paths]  # every folder checked before any slow work
     check_same_tokenizer(paths, manifests)
     if text is not None:
-        read_text(text.path)
+        read_text(text.path, "--text")
     rows = [_row(n, p, m) for n, p, m in zip(variant_names(paths), paths, manifests)]
     base = next((r for r, m in zip(rows, manifests) if is_uncompressed(m)), None)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tensorgpt import sweep
 from tensorgpt.cli import main
-from tensorgpt.export import sweep
-from tensorgpt.export.sweep import (
+from tensorgpt.sweep import (
     DEFAULT_GRID,
     Variant,
     default_grid,

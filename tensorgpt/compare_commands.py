@@ -1,4 +1,4 @@
-"""`tensorgpt compare DIR...`: exported folders side by side (runtime_demo/compare.py).
+"""`tensorgpt compare DIR...`: exported folders side by side (tensorgpt/compare.py).
 
 Only argparse at import time, like runtime_demo/commands.py: onnxruntime is imported when the
 command runs, matplotlib only for --plot.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tensorgpt.cli import Command
+from tensorgpt.common.command import Command
 from tensorgpt.runtime_demo.commands import THREADS_HELP
 
 
@@ -46,8 +46,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """(TextOptions | None, SpeedOptions | None) from the shared options."""
-    from .compare import SpeedOptions, TextOptions
-    from .machine import resolve_threads
+    from tensorgpt.compare import SpeedOptions, TextOptions
+    from tensorgpt.runtime_demo.machine import resolve_threads
 
     if args.text is None and any(
         v is not None for v in (args.max_tokens, args.window, args.stride)
@@ -74,9 +74,9 @@ def log(message: str) -> None:
 
 def write_outputs(report: dict, args: argparse.Namespace, title: str | None = None) -> None:
     """Terminal table (or JSON) on stdout, and the --markdown / --plot files."""
-    from .compare import format_table, to_markdown
-    from .compare_legend import conclusion, explanation
-    from .machine import threads_note
+    from tensorgpt.compare import format_table, to_markdown
+    from tensorgpt.compare_legend import conclusion, explanation
+    from tensorgpt.runtime_demo.machine import threads_note
 
     if args.markdown:
         markdown = to_markdown(report, title) + f"{conclusion(report)}\n"
@@ -97,7 +97,7 @@ def write_outputs(report: dict, args: argparse.Namespace, title: str | None = No
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from tensorgpt.compare import compare
 
     text, speed = options_from_args(args)
     report = compare(args.dirs, text, speed, use_cache=not args.no_cache, log=log)

@@ -1,4 +1,4 @@
-"""What a comparison table means, and which file it says to ship (runtime_demo/compare.py).
+"""What a comparison table means, and which file it says to ship (tensorgpt/compare.py).
 
 The table is read by people who did not write it: every column it shows gets one line of
 legend, the timing gets the machine it ran on (runtime_demo/machine.py), and the last line
@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .compare import KEEPS_QUALITY_PCT, _cells, _fmt_ppl, _times
-from .machine import Machine
+from tensorgpt.compare import KEEPS_QUALITY_PCT, _cells, _fmt_ppl, _times
+from tensorgpt.runtime_demo.machine import Machine
 
 # One line per column header of compare.COLUMNS; {...} fields are filled from the report.
 COLUMN_LEGEND = {

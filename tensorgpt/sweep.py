@@ -5,7 +5,7 @@ returned to the system after each export; a crash in one variant does not end th
 A variant is done when OUT/<name>/manifest.json exists and says verification passed: exports
 are atomic, so an interrupted export leaves no such folder and a rerun simply builds it again.
 Perplexities are cached in each variant's folder as soon as they are measured
-(runtime_demo/compare.py), so a rerun after an interruption redoes only what is missing.
+(tensorgpt/compare.py), so a rerun after an interruption redoes only what is missing.
 
 While one variant's perplexity is measured, the next variant is exported beside it (at most
 one export at a time); decode speed is timed at the end for all variants, with no export
@@ -14,7 +14,6 @@ running, so the latencies compare.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE, Manifest
 
 # The default grid: (name, export arguments). Names are folder names. Two entries depend on the
 # model's shape and are filled in once one export has told us V and D:
@@ -145,14 +146,14 @@ def shape_values(vocab: int, dim: int) -> dict[str, int]:
 def is_done(folder: Path) -> bool:
     """A finished export: manifest present, verification passed, model file present."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.read(folder)
     except (OSError, ValueError):
         return False
-    verification = manifest.get("verification") if isinstance(manifest, dict) else None
+    verification = manifest.verification
     return (
         isinstance(verification, dict)
         and verification.get("passed") is True
-        and (folder / "model.onnx").is_file()
+        and (folder / MODEL_FILE).is_file()
     )
 
 
@@ -214,10 +215,10 @@ class SweepResult:
 
 def check_source(out: Path, model: str) -> None:
     """Refuse to mix variants of two models in one OUT folder."""
-    for manifest_path in sorted(out.glob("*/manifest.json")):
+    for manifest_path in sorted(out.glob(f"*/{MANIFEST_FILE}")):
         try:
-            source = json.loads(manifest_path.read_text(encoding="utf-8")).get("source")
-        except (OSError, ValueError, AttributeError):
+            source = Manifest.read(manifest_path.parent).source
+        except (OSError, ValueError):
             continue
         if source is not None and source != model:
             raise ValueError(
@@ -230,12 +231,10 @@ def _shape_from(out: Path, names: Sequence[str]) -> tuple[int, int] | None:
     """(vocab, hidden) from the manifest of any finished variant."""
     for name in names:
         try:
-            config = json.loads((out / name / "manifest.json").read_text(encoding="utf-8"))[
-                "config"
-            ]
-            return int(config["vocab_size"]), int(config["hidden_size"])
-        except (OSError, ValueError, KeyError, TypeError):
+            config = Manifest.read(out / name).config
+        except (OSError, ValueError):
             continue
+        return config.vocab_size, config.hidden_size
     return None
 
 
@@ -316,4 +315,4 @@ def run_sweep(
 
 
 def _known_names(out: Path) -> list[str]:
-    return sorted(p.parent.name for p in out.glob("*/manifest.json"))
+    return sorted(p.parent.name for p in out.glob(f"*/{MANIFEST_FILE}"))

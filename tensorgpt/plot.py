@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .compare import pareto_front
+from tensorgpt.compare import pareto_front
 
 
 def _pyplot():

@@ -1,7 +1,7 @@
 """`tensorgpt sweep MODEL --text FILE --out DIR`: export a grid, measure it, compare it.
 
-Writes DIR/<variant>/ per variant (export/sweep.py), then DIR/results.json, DIR/results.md and
-DIR/results.png (runtime_demo/compare.py). Nothing heavy is imported at module level.
+Writes DIR/<variant>/ per variant (tensorgpt/sweep.py), then DIR/results.json, DIR/results.md and
+DIR/results.png (tensorgpt/compare.py). Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from tensorgpt.cli import Command
-from tensorgpt.runtime_demo.compare_commands import add_measurement_arguments
+from tensorgpt.common.command import Command
+from tensorgpt.compare_commands import add_measurement_arguments
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--only",
         type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
         metavar="NAMES",
-        help="comma-separated variant names from the default grid (see export/sweep.py)",
+        help="comma-separated variant names from the default grid (see tensorgpt/sweep.py)",
     )
     p.add_argument(
         "--sizes-only",
@@ -38,9 +38,10 @@ def _log(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tensorgpt.export.sweep import default_grid, run_sweep, select
-    from tensorgpt.runtime_demo.compare import compare, measure_perplexity, read_text
-    from tensorgpt.runtime_demo.compare_commands import log, options_from_args
+    from tensorgpt.common.files import read_text
+    from tensorgpt.compare import compare, measure_perplexity
+    from tensorgpt.compare_commands import log, options_from_args
+    from tensorgpt.sweep import default_grid, run_sweep, select
 
     if args.sizes_only:
         if args.text or args.plot:
@@ -50,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--text FILE is required (or --sizes-only)")
     text, speed = options_from_args(args)
     if text is not None:
-        read_text(text.path)  # a bad --text fails now, not after an hour of exports
+        read_text(text.path, "--text")  # a bad --text fails now, not after an hour of exports
     variants = select(default_grid(), args.only)
     out = Path(args.out)
 
@@ -76,15 +77,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write_results(report: dict, out: Path, args: argparse.Namespace) -> None:
     """DIR/results.{json,md,png} always; --markdown/--plot copies where the user asked."""
-    from tensorgpt.runtime_demo.compare import to_markdown
-    from tensorgpt.runtime_demo.compare_commands import write_outputs
+    from tensorgpt.compare import to_markdown
+    from tensorgpt.compare_commands import write_outputs
 
     title = args.title or f"{args.model}: {len(report['rows'])} variants"
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = to_markdown(report, title) + _failures_markdown(report["failed"])
     (out / "results.md").write_text(markdown, encoding="utf-8")
     if report["text"] is not None:
-        from tensorgpt.runtime_demo.plot import plot_size_vs_perplexity
+        from tensorgpt.plot import plot_size_vs_perplexity
 
         plot_size_vs_perplexity(report, out / "results.png", title)
     if args.markdown:

@@ -1,0 +1,30 @@
+"""--quantize q4: transformer weights as 4-bit blocks of 32 with fp16 scale and minimum (the
+llama.cpp Q4_1 grid, kept exactly for a Q4_1 GGUF source), decoded once at session load
+(codec and graph: export/weight_blocks.py)."""
+
+from __future__ import annotations
+
+from tensorgpt.export.quantizers import register
+from tensorgpt.export.quantizers.base import WeightQuantizer
+
+
+@register
+class Q4Blocks(WeightQuantizer):
+    name = "q4"
+    help = (
+        "weights as 4-bit blocks of 32 with fp16 scale and minimum (llama.cpp Q4_1 grid, "
+        "kept exactly for a Q4_1 GGUF source), decoded once at session load"
+    )
+    order = 30
+
+    def quantize_weights(self, model, adapter, log):
+        from tensorgpt.export.weight_blocks import load_decoded_into_torch, quantize_weights_q4
+
+        decoded, report = quantize_weights_q4(model)
+        # PyTorch runs the same 4-bit weights, so the parity check stays strict
+        load_decoded_into_torch(adapter.decoder_body(), decoded)
+        del decoded
+        log(
+            f"q4 weights: {report['weights']} matrices, {report['exact_weights']} already on the grid"
+        )
+        return report
