@@ -17,6 +17,7 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import onnx
@@ -86,7 +87,7 @@ def export_model(
     shape = adapter.shape()
     table = adapter.token_embedding().weight.detach().float().numpy()
     what = f"compressing the embedding table ({spec.method})"
-    with step(what, log) if spec.method != "none" else contextlib.nullcontext():
+    with step(what, log) if spec.method != "none" else nullcontext():
         embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
@@ -102,12 +103,15 @@ def export_model(
             contextlib.redirect_stdout(io.StringIO()),  # the exporter prints its own lines
         ):
             export_body(adapter, body_path)
-        quantizing = step(f"--quantize {quantize}", log) if quantize != "none" else None
-        with quantizing or contextlib.nullcontext():
+
+        def quantizing():  # a fresh context per use: a @contextmanager object is single-use
+            return step(f"--quantize {quantize}", log) if quantize != "none" else nullcontext()
+
+        with quantizing():
             model = load_body(quantizer.quantize_body(body_path, stage))
         for leftover in stage.iterdir():
             leftover.unlink()
-        with quantizing or contextlib.nullcontext():
+        with quantizing():
             weights_report = quantizer.quantize_weights(model, adapter, log)
         attach_embedding_and_head(model, embedding, untied_head, bias)
         if spec.method != "none":
