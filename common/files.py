@@ -32,6 +32,16 @@ def model_file_bytes(folder: str | Path) -> int:
     )
 
 
+def folder_bytes(folder: str | Path) -> int:
+    """Bytes of everything a device needs from an export folder: its files, without hidden
+    ones (the measurement cache, temporary files) and without subfolders."""
+    return sum(
+        p.stat().st_size
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".")
+    )
+
+
 def write_atomic(path: str | Path, data: bytes | Callable[[Path], None]) -> None:
     """Write `data` (bytes, or a function that writes the file at the path it is given) to a
     temporary file beside `path`, then rename it over `path`: a reader (or a crash) sees the

@@ -25,7 +25,7 @@ from torch import nn
 
 from tensorgpt.common.contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
 from tensorgpt.models import ModelAdapter
-from tensorgpt.models.generic import cache_argument
+from tensorgpt.models.cache_api import cache_argument, returned_cache
 
 OPSET = 18
 
@@ -62,7 +62,7 @@ class CachedBody(nn.Module):
             **{self.cache_argument: cache},
         )
         present = []
-        for layer in out.past_key_values.layers:
+        for layer in returned_cache(out).layers:
             present += [layer.keys, layer.values]
         return (out.last_hidden_state, *present)
 

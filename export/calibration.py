@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorgpt.common.files import write_atomic
+from tensorgpt.common.progress import track
 from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
@@ -55,7 +56,9 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        for row in np.asarray(windows, dtype=np.int64):
+        # seconds per window for a 135M model on 2 cores: show progress and the time left
+        rows = np.asarray(windows, dtype=np.int64)
+        for row in track(rows, "[export] calibration (forward + backward)", unit="window"):
             x = torch.from_numpy(row)[None]
             e = emb(x).detach().requires_grad_(True)
             logits = model(inputs_embeds=e, use_cache=False).logits[0, :-1]

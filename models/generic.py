@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 
 from tensorgpt.models.base import DecoderShape, ModelAdapter
+from tensorgpt.models.cache_api import takes_cache
 
 # config key -> the HeadQuirks field that must carry its value
 HEAD_QUIRK_KEYS = {
@@ -124,7 +125,7 @@ class GenericAdapter(ModelAdapter):
         if body is self.model:
             return "it has no base module (base_model_prefix)", "a decoder_body() override"
         params = inspect.signature(body.forward).parameters
-        if "inputs_embeds" not in params or cache_argument(body) is None:
+        if "inputs_embeds" not in params or not takes_cache(body):
             return (
                 f"its body {type(body).__name__} takes no inputs_embeds and key/value cache",
                 "a decoder_body() override",
@@ -156,13 +157,6 @@ class GenericAdapter(ModelAdapter):
             if value not in (None, 1, 1.0) and getattr(declared, field) != value:
                 return f"its config sets {key}={value}", f"the head_quirks hook ({field})"
         return None
-
-
-def cache_argument(body) -> str | None:
-    """The name under which `body.forward` takes its cache: transformers >= 5.2x says `cache`,
-    earlier releases `past_key_values`; None when it takes neither."""
-    params = inspect.signature(body.forward).parameters
-    return next((n for n in ("cache", "past_key_values") if n in params), None)
 
 
 def _rope_value(config, key: str):

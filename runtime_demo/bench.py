@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .generate import position_ids_from_mask
+from .machine import load_average, usable_cores
 from .session import ExportedModel
 
 _MB = 1024 * 1024
@@ -141,7 +142,7 @@ def bench(
     return {
         "folder": str(model.folder),
         "method": model.manifest.method,
-        "threads": threads or 0,
+        "threads": threads or 0,  # 0: onnxruntime's default, one per core
         "prompt_tokens": prompt_tokens,
         "decode_tokens": decode_tokens,
         "repeats": repeats,
@@ -160,4 +161,7 @@ def bench(
         ),
         "load_peak_rss_mb": _mb(load_peak),
         "peak_rss_mb": _mb(peak_rss_bytes()),
+        # The machine when the timing ended: other work only ever adds time (machine.py).
+        "cpus": usable_cores(),
+        "load_average_1min": load_average(),
     }

@@ -7,6 +7,7 @@ Only argparse at import time: onnxruntime and numpy are imported inside each `ru
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -15,6 +16,13 @@ from typing import TYPE_CHECKING
 
 from tensorgpt.common.command import Command
 from tensorgpt.common.integrity import SKIP_OPTION
+
+# Shared with compare and sweep (tensorgpt/compare_commands.py); the rule is machine.py's.
+THREADS_HELP = (
+    "onnxruntime intra-op threads (default: one per core that other work leaves free, i.e. "
+    "cores minus the 1-minute load average, at least 1, printed when chosen; "
+    "0: onnxruntime's own default, one per core)"
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -30,7 +38,7 @@ def _add_out_dir(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)",
+        help=THREADS_HELP,
     )
     add_integrity_option(parser)
 
@@ -132,6 +140,8 @@ def _prompt_texts(args: argparse.Namespace) -> list[str | None]:
 
 def _run(args: argparse.Namespace) -> int:
     from .generate import generate_batch
+    from .known_quality import broken_warning
+    from .machine import resolve_threads, threads_note
     from .session import ExportedModel
     from .tokenizer import encode, load_tokenizer
 
@@ -139,19 +149,26 @@ def _run(args: argparse.Namespace) -> int:
     explicit_ids = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
     sampling = _sampling_config(args)
     model = ExportedModel(
-        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+        args.out_dir,
+        threads=resolve_threads(args.threads),
+        check_integrity=not args.skip_integrity_check,
     )
     tokenizer = load_tokenizer(model.folder)
     if explicit_ids is not None:
         prompt_ids = [explicit_ids]
     else:
         prompt_ids = [encode(tokenizer, text) for text in texts if text is not None]
+    # Said once the input is known to be good (a bad option is one error line, nothing else).
+    notes = [threads_note(args.threads), broken_warning(model.folder, model.vocab_size)]
+    notes = [n for n in notes if n]
 
     if len(prompt_ids) == 1 and not args.json:
-        return _stream(model, tokenizer, prompt_ids[0], args.max_new_tokens, sampling)
+        return _stream(model, tokenizer, prompt_ids[0], args.max_new_tokens, sampling, notes)
     start = time.perf_counter()
     results = generate_batch(model, prompt_ids, args.max_new_tokens, sampling)
     elapsed = time.perf_counter() - start
+    for note in notes:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(_run_report(model, tokenizer, texts, results, args, sampling)))
         return 0
@@ -160,8 +177,15 @@ def _run(args: argparse.Namespace) -> int:
     for number, (text, result) in enumerate(zip(texts, results), start=1):
         print(f"[{number}] {text}")
         print(decode(tokenizer, result.ids))
+        print(f"[{_stop_words(model, result.finish_reason, args.max_new_tokens)}]", file=sys.stderr)
     _print_stats(sum(len(r.ids) for r in results), elapsed, f"{len(results)} prompts")
     return 0
+
+
+def _stop_words(model: ExportedModel, reason: str, max_new_tokens: int) -> str:
+    from .generate import stop_words
+
+    return stop_words(reason, max_new_tokens, model.max_positions)
 
 
 def _stream(
@@ -170,20 +194,27 @@ def _stream(
     prompt_ids: list[int],
     max_new_tokens: int,
     sampling: SamplingConfig,
+    notes: list[str],
 ) -> int:
-    """Print each piece of text as soon as its token is decoded."""
+    """Print the prompt, then each piece of text as soon as its token is decoded."""
     from .generate import finish_reason, generate
-    from .tokenizer import StreamDecoder
+    from .tokenizer import StreamDecoder, decode
 
     start = time.perf_counter()
     stream = StreamDecoder(tokenizer, prompt_ids)
+    tokens = generate(model, prompt_ids, max_new_tokens, sampling)
+    first = next(tokens)  # checks the options before anything is printed
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
+    # The prompt first, so the continuation reads as what the model added to it.
+    print(decode(tokenizer, prompt_ids), end="", flush=True)
     ids: list[int] = []
-    for token in generate(model, prompt_ids, max_new_tokens, sampling):
+    for token in itertools.chain([first], tokens):
         ids.append(token)
         print(stream.push(token), end="", flush=True)
     print(stream.flush(), flush=True)
     reason = finish_reason(ids, max_new_tokens, model.config.eos_token_ids)
-    _print_stats(len(ids), time.perf_counter() - start, reason)
+    _print_stats(len(ids), time.perf_counter() - start, _stop_words(model, reason, max_new_tokens))
     return 0
 
 
@@ -259,6 +290,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .machine import resolve_threads, threads_note
     from .perplexity import text_perplexity
     from .session import ExportedModel
     from .text_stream import text_bytes
@@ -267,7 +299,9 @@ def _eval(args: argparse.Namespace) -> int:
     if text_bytes(args.text) == 0:
         raise ValueError(f"--text {args.text} is empty")
     model = ExportedModel(
-        args.out_dir, threads=args.threads, check_integrity=not args.skip_integrity_check
+        args.out_dir,
+        threads=resolve_threads(args.threads),
+        check_integrity=not args.skip_integrity_check,
     )
     tokenizer = load_tokenizer(model.folder)
     # No BOS: the windows score the text itself, as in HF's strided-perplexity guide. The text
@@ -281,6 +315,8 @@ def _eval(args: argparse.Namespace) -> int:
         args.max_tokens,
         progress=not args.no_progress,
     )
+    if note := threads_note(args.threads):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
@@ -297,9 +333,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _add_out_dir(parser)
-    parser.add_argument("--prompt-tokens", type=int, default=128, help="default 128")
-    parser.add_argument("--decode-tokens", type=int, default=64, help="timed steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=128, help="random prompt length (default: 128)"
+    )
+    parser.add_argument(
+        "--decode-tokens", type=int, default=64, help="timed decode steps per run (default: 64)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs after one warm-up (default: 3)"
+    )
     parser.add_argument(
         "--whole-load",
         action="store_true",
@@ -311,10 +353,11 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import bench
+    from .machine import machine, resolve_threads, threads_note
 
     result = bench(
         args.out_dir,
-        threads=args.threads,
+        threads=resolve_threads(args.threads),
         prompt_tokens=args.prompt_tokens,
         decode_tokens=args.decode_tokens,
         repeats=args.repeats,
@@ -324,8 +367,13 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    from .machine import threads_label
+
     for key, value in result.items():
-        print(f"{key:20s} {value}")
+        print(f"{key:20s} {threads_label(value) if key == 'threads' else value}")
+    if note := threads_note(args.threads):
+        print(note)
+    print(machine().describe())
     return 0
 
 

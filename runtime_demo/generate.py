@@ -127,6 +127,15 @@ def finish_reason(ids: Sequence[int], max_new_tokens: int, eos_token_ids: Sequen
     return "length" if len(ids) >= max_new_tokens else "context"
 
 
+def stop_words(reason: str, max_new_tokens: int, context: int) -> str:
+    """A finish reason as the user reads it: why generation stopped where it did."""
+    return {
+        "eos": "stopped: end-of-sequence token",
+        "length": f"stopped: max new tokens ({max_new_tokens}, --max-new-tokens)",
+        "context": f"stopped: the model's context is full ({context} positions)",
+    }[reason]
+
+
 def generate_batch(
     model: ExportedModel,
     prompts: Sequence[Sequence[int]],

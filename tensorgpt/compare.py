@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,15 +24,27 @@ from typing import Any
 from tensorgpt.common.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
-    MODEL_FILES,
     TOKENIZER_FILE,
     Manifest,
 )
-from tensorgpt.common.files import model_file_bytes, sha256_file, write_atomic
+from tensorgpt.common.files import (
+    folder_bytes,
+    model_file_bytes,
+    sha256_file,
+    write_atomic,
+)
+from tensorgpt.runtime_demo.machine import load_average, threads_label, usable_cores
 from tensorgpt.runtime_demo.manifest import load_manifest
 
-CACHE_NAME = ".tensorgpt-measurements.json"
-CACHE_VERSION = 1
+# The cache's file and how it is read live with the runtime, which reads it too (`run` warns
+# about a variant whose cached perplexity says it is broken: runtime_demo/known_quality.py).
+from tensorgpt.runtime_demo.measurements import (  # noqa: F401  (file_key: part of the API)
+    CACHE_NAME,
+    CACHE_VERSION,
+    file_key,
+)
+from tensorgpt.runtime_demo.measurements import load_cache as _load_cache
+
 # Perplexity changes within this many percent are reported as "keeps quality".
 KEEPS_QUALITY_PCT = 1.0
 SMALL_LOSS_PCT = 10.0
@@ -107,28 +118,6 @@ def is_uncompressed(manifest: Manifest) -> bool:
 
 
 # ---------------------------------------------------------------------------- cache
-
-
-def file_key(folder: Path) -> dict[str, list[int]]:
-    """size and mtime of the weights: cheap to read, changes whenever the export is redone."""
-    key = {}
-    for name in MODEL_FILES:
-        path = folder / name
-        if path.exists():
-            st = path.stat()
-            key[name] = [st.st_size, st.st_mtime_ns]
-    return key
-
-
-def _load_cache(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / CACHE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
 
 
 def _store_cache(folder: Path, key: str, value: dict, log: Log) -> None:
@@ -255,7 +244,8 @@ def _row(name: str, folder: Path, manifest: Manifest) -> dict[str, Any]:
             k: v for k, v in (manifest.method_options or {}).items() if v not in (None, False)
         },
         "ranks": (manifest.embedding_info or {}).get("ranks"),
-        "file_bytes": model_file_bytes(folder),  # what the user copies to the device
+        "file_bytes": model_file_bytes(folder),  # the model file itself
+        "folder_bytes": folder_bytes(folder),  # what the user copies to the device
         "embedding_bytes": b.get("embedding"),
         "embedding_ratio": (manifest.ratios or {}).get("embedding_bytes"),
         "file_ratio": None,
@@ -314,7 +304,7 @@ def compare(
     machine = None
     if speed is not None:
         # Shared machines: the load when timing started says how much to trust the latencies.
-        machine = {"cpus": os.cpu_count(), "load_average_1min": _load_average()}
+        machine = {"cpus": usable_cores(), "load_average_1min": load_average()}
         # All variants timed here, in interleaved rounds, so their latencies are comparable.
         if speed.rounds < 1:
             raise ValueError(f"timing rounds must be >= 1, got {speed.rounds}")
@@ -346,13 +336,6 @@ def compare(
         "speed": None if speed is None else {**asdict(speed), **machine},
         "rows": rows,
     }
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # not on Windows
-        return None
 
 
 def text_names(texts: Sequence[TextOptions]) -> list[str]:
@@ -400,6 +383,7 @@ COLUMNS = (
     ("method", lambda r: _method_label(r)),
     ("quantize", lambda r: r["quantize"]),
     ("file MB", lambda r: f"{r['file_bytes'] / 1e6:.1f}"),
+    ("folder MB", lambda r: _fmt(_mb(r.get("folder_bytes")), "{:.1f}")),
     ("file x", lambda r: _fmt(r["file_ratio"], "{:.2f}x")),
     ("emb MB", lambda r: _fmt(_mb(r["embedding_bytes"]), "{:.2f}")),
     ("emb x", lambda r: _fmt(r["embedding_ratio"], "{:.2f}x")),
@@ -504,7 +488,7 @@ def describe_setup(report: dict) -> list[str]:
         lines.append(
             f"ms/token: batch 1, median over {speed['repeats']} x {speed['decode_tokens']} "
             f"greedy decode steps after a {speed['prompt_tokens']}-token prompt, onnxruntime "
-            f"CPU, {speed['threads'] or 'default'} threads; all variants timed in the same "
+            f"CPU, {threads_label(speed['threads'])} threads; all variants timed in the same "
             f"run, in {speed.get('rounds', 1)} interleaved rounds, best round kept"
             + (
                 f" (machine: {speed['cpus']} cores, 1-min load average "
@@ -521,7 +505,8 @@ def describe_setup(report: dict) -> list[str]:
                 "where the export wrote them."
             )
     lines.append(
-        "Sizes: model.onnx bytes (MB = 10^6 bytes). `emb x`: dense fp32 table bytes / stored "
+        "Sizes: model.onnx bytes (MB = 10^6 bytes); `folder MB`: the whole folder a device "
+        "needs (model.onnx, decode.onnx + body.onnx, tokenizer, manifest). `emb x`: dense fp32 table bytes / stored "
         "embedding bytes. MAE, norm-MAE (MAE / value range), rel err (relative Frobenius): "
         "the decoded table against the original."
     )

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tensorgpt.common.command import Command
+from tensorgpt.runtime_demo.commands import THREADS_HELP
 
 
 def add_measurement_arguments(
@@ -40,7 +41,7 @@ def add_measurement_arguments(
     p.add_argument(
         "--stride", type=int, help="start a window every STRIDE tokens (default: window)"
     )
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--no-speed", action="store_true", help="skip the decode timing")
     p.add_argument(
         "--decode-tokens", type=int, default=32, help="timed decode steps per repeat (default 32)"
@@ -62,6 +63,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace):
     """(TextOptions | None, SpeedOptions | None) from the shared options."""
     from tensorgpt.compare import SpeedOptions, TextOptions
+    from tensorgpt.runtime_demo.machine import resolve_threads
 
     if args.text is None and any(
         v is not None for v in (args.max_tokens, args.window, args.stride)
@@ -76,10 +78,10 @@ def options_from_args(args: argparse.Namespace):
         text = [TextOptions(t, args.max_tokens, args.window, args.stride) for t in args.text]
     elif args.text is not None:
         text = TextOptions(args.text, args.max_tokens, args.window, args.stride)
+    # Decided now, before our own work loads the CPU; said with the timing (write_outputs).
+    threads = resolve_threads(args.threads)
     speed = (
-        None
-        if args.no_speed
-        else SpeedOptions(threads=args.threads, decode_tokens=args.decode_tokens)
+        None if args.no_speed else SpeedOptions(threads=threads, decode_tokens=args.decode_tokens)
     )
     return text, speed
 
@@ -91,9 +93,12 @@ def log(message: str) -> None:
 def write_outputs(report: dict, args: argparse.Namespace, title: str | None = None) -> None:
     """Terminal table (or JSON) on stdout, and the --markdown / --plot files."""
     from tensorgpt.compare import domain_lines, format_table, to_markdown
+    from tensorgpt.compare_legend import conclusion, explanation
+    from tensorgpt.runtime_demo.machine import threads_note
 
     if args.markdown:
-        Path(args.markdown).write_text(to_markdown(report, title), encoding="utf-8")
+        markdown = to_markdown(report, title) + f"{conclusion(report)}\n"
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
     if args.plot:
         from .plot import plot_size_vs_perplexity
 
@@ -104,6 +109,11 @@ def write_outputs(report: dict, args: argparse.Namespace, title: str | None = No
         print(format_table(report))
         for line in domain_lines(report):
             print(line)
+        print("\n".join(explanation(report)))
+        if report["speed"] is not None and (note := threads_note(args.threads)):
+            print(note)
+    if args.plot:
+        log(f"plot of file size against perplexity: {Path(args.plot).resolve()}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -71,7 +71,8 @@ def _positive_ints(values: tuple[int, ...] | None) -> str | None:
 
 RANK = Option(
     "rank",
-    "TT rank cap (tt default 4, the TensorGPT paper's setting); svd: singular values kept",
+    "TT rank cap (tt default: 4, the TensorGPT paper's setting); svd: singular values kept "
+    "(default: 64)",
     type=int,
     check=lambda v: None if v is None or v >= 1 else f"must be >= 1, got {v}",
 )

@@ -13,11 +13,15 @@ from __future__ import annotations
 from tensorgpt.export.methods import register
 from tensorgpt.export.methods.base import EmbeddingMethod, Option
 
-DEFAULT_BITS = 2.0  # 16x smaller than fp32: lossless on SmolLM2 (docs/quality_notes.md)
+# The README's recommendation (14.5x smaller than fp32): the smallest budget of the sweep grid
+# (tensorgpt/sweep.py) whose perplexity stays within 1% of fp32 on SmolLM2-135M (docs/results.md).
+DEFAULT_BITS = 2.2
 
 BITS_PER_WEIGHT = Option(
     "bits_per_weight",
-    "tc: table budget in bits per entry (default 2.0, i.e. 16x smaller than fp32)",
+    f"tc: table budget in bits per entry (default: {DEFAULT_BITS:g}, 14.5x smaller than fp32; "
+    "the README's recommendation: the smallest budget of the sweep grid that keeps "
+    "SmolLM2-135M's perplexity within 1%% of fp32)",
     type=float,
     check=lambda v: None if v is None or 0 < v <= 16 else f"must be in (0, 16], got {v}",
 )
@@ -51,6 +55,7 @@ class TransformCode(EmbeddingMethod):
 
     def compress(self, table, spec, adapter=None, tokenizer=None):
         from tensorgpt.common.files import stored_path
+        from tensorgpt.common.progress import stage
         from tensorgpt.export.calibration import default_cache_dir, model_fingerprint, window_for
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
         from tensorgpt.tt_ops.transform_fit import fit_transform_code
@@ -70,12 +75,11 @@ class TransformCode(EmbeddingMethod):
             model_fingerprint(adapter, tokenizer),
             default_cache_dir(),
         )
-        code = fit_transform_code(
-            table,
-            bits_per_weight=spec.bits_per_weight or DEFAULT_BITS,
-            token_counts=weights,
-            sensitivity=metric,
-        )
+        bits = spec.bits_per_weight or DEFAULT_BITS
+        with stage(f"[export] fitting the transform code ({bits:g} bits per entry)"):
+            code = fit_transform_code(
+                table, bits_per_weight=bits, token_counts=weights, sensitivity=metric
+            )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,

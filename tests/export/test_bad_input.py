@@ -150,6 +150,22 @@ def test_cli_offers_every_method_and_quantizer():
     assert {o.name for o in all_options()} <= set(actions)
 
 
+def test_export_help_states_the_defaults_the_code_uses():
+    import argparse
+
+    from tensorgpt.export.commands import add_export_arguments
+    from tensorgpt.export.methods.svd import DEFAULT_RANK as SVD_DEFAULT_RANK
+    from tensorgpt.export.methods.tc import DEFAULT_BITS as TC_DEFAULT_BITS
+
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert f"default: {TC_DEFAULT_BITS:g}," in helps["bits_per_weight"]
+    assert f"default: {SVD_DEFAULT_RANK})" in helps["rank"]
+    assert "tc: transform coding, calibrated on the model's own samples" in helps["method"]
+    assert helps["method"].startswith("token-embedding compression (default: none)")
+
+
 def test_tc_healing_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
     args = [str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc", "--heal-steps", "2"]
     code, err = _run(args, capsys)

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from tensorgpt.cli import main as cli_main
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
+from tensorgpt.models.cache_api import cache_argument, returned_cache
 
 METHODS = {
     "none": CompressionSpec(),
@@ -172,13 +173,13 @@ def test_batch2_left_padding_and_cache(exports, tiny_gpt2, tiny_llama, family):
                 input_ids=torch.from_numpy(ids),
                 attention_mask=torch.from_numpy(mask),
                 position_ids=torch.from_numpy(positions),
-                past_key_values=torch_past,
                 use_cache=True,
+                **{cache_argument(model): torch_past},
             )
         real = mask[:, -ids.shape[1] :].astype(bool)  # padded query rows are undefined
         diff = np.abs(outputs[0] - ref.logits.numpy())[real].max()
         assert diff <= 1e-3, (step, diff)
-        torch_past = ref.past_key_values
+        torch_past = returned_cache(ref)
         past = dict(zip(names, outputs[1:]))
         ids = outputs[0][:, -1].argmax(-1)[:, None].astype(np.int64)
         assert (ids[:, 0] == ref.logits[:, -1].argmax(-1).numpy()).all()

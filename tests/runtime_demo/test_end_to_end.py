@@ -117,7 +117,10 @@ def test_streamed_text_is_the_decoded_ids(exported, capsys) -> None:
     assert main([*argv, "--json"]) == 0
     text = json.loads(capsys.readouterr().out)["results"][0]["text"]
     assert main(argv) == 0
-    assert capsys.readouterr().out == text + "\n"
+    streamed = capsys.readouterr()
+    # The prompt is echoed first, then the continuation; why it stopped goes to stderr.
+    assert streamed.out == PROMPTS[0] + text + "\n"
+    assert "stopped: max new tokens (12" in streamed.err or "end-of-sequence" in streamed.err
 
 
 def test_seeded_sampling_is_reproducible(exported, capsys) -> None:
