@@ -27,13 +27,8 @@ import onnx
 from onnx import numpy_helper
 
 from tensorgpt.export.graph_builder import GraphBuilder
-from tensorgpt.export.weight_blocks import (
-    BLOCK,
-    SKIP_PREFIXES,
-    decode_q4_blocks,
-    encode_q4_blocks,
-    weight_key,
-)
+from tensorgpt.export.weight_blocks import BLOCK, SKIP_PREFIXES, weight_key
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks_exact
 
 MS_DOMAIN = "com.microsoft"
 # 1: fp32 activations, the Q4_1 arithmetic of the portable file (SmolLM2 perplexity +0.11% vs
@@ -128,7 +123,8 @@ def pack_weights_q4(
         name = node.input[1]
         if name not in stored:
             w = numpy_helper.to_array(inits[name]).astype(np.float32)
-            packed, scale, minimum = encode_q4_blocks(w)
+            # the source's own 4-bit grid where it has one (Q4_0 / Q4_1 GGUF), as portable q4
+            packed, scale, minimum, _ = encode_q4_blocks_exact(w)
             back = decode_q4_blocks(packed, scale, minimum)
             k, n = w.shape
             tag = f"w{len(stored)}"
