@@ -13,8 +13,8 @@ from tensorgpt.export.exporter import export_model  # noqa: E402
 from tensorgpt.export.packed_table import decode_q8_blocks, encode_q8_blocks  # noqa: E402
 from tensorgpt.export.packed_weights import gguf_to_nbits, nbits_to_codes  # noqa: E402
 from tensorgpt.export.verify_packed import set_accuracy_level  # noqa: E402
-from tensorgpt.export.weight_blocks import decode_q4_blocks, encode_q4_blocks  # noqa: E402
 from tensorgpt.runtime_demo.session import ExportedModel  # noqa: E402
+from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks  # noqa: E402
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 
