@@ -28,7 +28,15 @@ BITS_PER_WEIGHT = Option(
 CALIB_TEXT = Option(
     "calib_text",
     "tc: optional text of the deployment domain to specialise the code to (not the evaluation "
-    "text); default: text the model generates, mixed with the tokenizer's prior",
+    "text); without it: text the model generates, mixed with the tokenizer's prior",
+)
+CALIB_MIX = Option(
+    "calib_mix",
+    "tc with --calib-text: 'yes' also mixes in the model's own samples and the tokenizer's "
+    "prior (Good-Turing share; not yet measured end to end on SmolLM2), 'no' (default) "
+    "calibrates on the text alone, as the README's measured recommendation does",
+    type=lambda v: {"yes": True, "no": False}.get(v, v),
+    check=lambda v: None if v in (None, True, False) else f"must be yes or no, got {v!r}",
 )
 HEAL_STEPS = Option(
     "heal_steps",
@@ -47,7 +55,7 @@ class TransformCode(EmbeddingMethod):
     name = "tc"
     help = "transform coding, calibrated on the model's own samples (+ optional --calib-text)"
     order = 50
-    options = (BITS_PER_WEIGHT, CALIB_TEXT, HEAL_STEPS)
+    options = (BITS_PER_WEIGHT, CALIB_TEXT, CALIB_MIX, HEAL_STEPS)
 
     def validate(self, spec) -> None:
         if spec.heal_steps and not spec.calib_text:
@@ -74,6 +82,7 @@ class TransformCode(EmbeddingMethod):
             text,
             model_fingerprint(adapter, tokenizer),
             default_cache_dir(),
+            mix=bool(spec.get("calib_mix")),
         )
         bits = spec.bits_per_weight or DEFAULT_BITS
         with stage(f"[export] fitting the transform code ({bits:g} bits per entry)"):
@@ -99,10 +108,29 @@ class TransformCode(EmbeddingMethod):
         return TransformCodedEmbedding(code), info
 
 
-def calibrate(adapter, tokenizer, vocab: int, text: str | None, fingerprint: str, cache_dir):
+def calibrate(
+    adapter,
+    tokenizer,
+    vocab: int,
+    text: str | None,
+    fingerprint: str,
+    cache_dir,
+    mix: bool = True,
+):
     """(row importance (V,), metric (D, D), report) from the model's own samples and, when
-    given, a user text (tt_ops/row_prior.py's mixing rule)."""
+    given, a user text (tt_ops/row_prior.py's mixing rule). mix=False with a text: the text's
+    own counts and metric only (the calibration the README's tc figures were measured with)."""
     from tensorgpt.export.calibration import WINDOW, sensitivity_metric, text_stats
+
+    if text is not None and not mix:
+        user = text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
+        counts = user["counts"][:vocab]
+        info = {
+            "calibration": "text",
+            "calibration_tokens": int(user["n_tokens"]),
+            "unseen_tokens": int((counts == 0).sum()),
+        }
+        return counts, sensitivity_metric(user), info
     from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
     from tensorgpt.tt_ops.row_prior import row_importance
 
