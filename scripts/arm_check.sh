@@ -306,7 +306,7 @@ fi
 # what `pip install tensorgpt` puts on a device, minus the deps already in $SITE. Pure Python,
 # so the host's pip builds the same files the device would get.
 mkdir -p "$TMP/src"
-for item in pyproject.toml README.md LICENSE tensorgpt tt_ops export runtime_demo models; do
+for item in pyproject.toml README.md LICENSE tensorgpt common tt_ops export runtime_demo models; do
     if [[ -e "$REPO/$item" ]]; then cp -r "$REPO/$item" "$TMP/src/"; fi
 done
 if ! "$HOST_PY" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
