@@ -58,6 +58,8 @@ class TransformCode(EmbeddingMethod):
     options = (BITS_PER_WEIGHT, CALIB_TEXT, CALIB_MIX, HEAL_STEPS)
 
     def validate(self, spec) -> None:
+        if spec.get("calib_mix") is not None and not spec.calib_text:
+            raise ValueError("--calib-mix goes with --calib-text (without a text tc uses the mix)")
         if spec.heal_steps and not spec.calib_text:
             raise ValueError("--heal-steps needs --calib-text FILE (healing fits on a text)")
 
