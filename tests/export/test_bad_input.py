@@ -166,6 +166,17 @@ def test_export_help_states_the_defaults_the_code_uses():
     assert helps["method"].startswith("token-embedding compression (default: none)")
 
 
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [(["--calib-mix", "yes"], "--calib-text"), (["--calib-mix", "maybe"], "yes or no")],
+)
+def test_tc_calib_mix_is_checked(tiny_gpt2, tmp_path, capsys, extra, named):
+    args = [str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc", *extra]
+    code, err = _run(args, capsys)
+    _assert_one_line_error(code, err, named)
+    assert not (tmp_path / "out").exists()
+
+
 def test_tc_healing_needs_a_calibration_text(tiny_gpt2, tmp_path, capsys):
     args = [str(tiny_gpt2), str(tmp_path / "out"), "--method", "tc", "--heal-steps", "2"]
     code, err = _run(args, capsys)
