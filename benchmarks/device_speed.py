@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-TEST_TEXT = Path("/work/shared/data/wikitext-2/test.txt")
+TEST_TEXT = Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2/test.txt"
 PROMPT_TOKENS, DECODE_TOKENS, GREEDY_PROMPT, GREEDY_STEPS, WINDOW = 128, 64, 32, 64, 512
 TARGETS = {"rss_after_load_mb": 1.2, "decode_ms": 1.0, "ttft_ms": 1.0}
 LLAMA = "llama.cpp"

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +46,9 @@ from tensorgpt.export.generated_calibration import (  # noqa: E402
 from tensorgpt.models import adapter_for  # noqa: E402
 
 EVAL_TOKENS = 8192
-DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
+DATA = os.environ.get(
+    "TENSORGPT_WIKITEXT", str(Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2")
+)
 
 
 def _cached(path: str, make):

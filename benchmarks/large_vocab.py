@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIB = Path("/work/shared/data/wikitext-2/valid.txt")
+CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
 SHAPES = {
     "gemma3-270m": (
         "gemma3",

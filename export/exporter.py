@@ -54,7 +54,7 @@ from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.target import check_target, source_path
 from tensorgpt.export.verify import check_split, prompt_ids, verify
 from tensorgpt.export.verify_packed import verify_packed
-from tensorgpt.models import ModelAdapter, adapter_for
+from tensorgpt.models import adapter_for
 
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -131,7 +131,7 @@ def _export(
     log(f"loaded {loaded.resolved} ({type(loaded.model).__name__})")
     adapter = adapter_for(loaded.model)
     shape = adapter.shape()
-    head_hooks = ModelAdapter.quirks(adapter)  # the embedding-scale and logit hooks only
+    head_hooks = adapter.hook_quirks()
     if packed and head_hooks:
         # export/assemble_packed.py does not apply these hooks yet
         raise ValueError(

@@ -99,13 +99,18 @@ class ModelAdapter:
     def head_quirks(self) -> HeadQuirks:
         return HeadQuirks()
 
-    def quirks(self) -> list[str]:
-        """Human-readable list of what this family does beyond a Llama-shaped decoder."""
+    def hook_quirks(self) -> list[str]:
+        """The quirks the graph assembly applies through this class's hooks (embedding scale,
+        logit multiply / divide / soft cap), human-readable."""
         out = []
         if (scale := self.embedding_scale()) is not None:
             out.append(f"embedding scale {scale:.6g}")
         out += [f"logit {k} {v:g}" for k, v in self.head_quirks().active().items()]
         return out
+
+    def quirks(self) -> list[str]:
+        """Human-readable list of what this family does beyond a Llama-shaped decoder."""
+        return self.hook_quirks()
 
 
 def register(cls: type[ModelAdapter]) -> type[ModelAdapter]:

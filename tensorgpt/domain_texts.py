@@ -48,7 +48,10 @@ FORTUNE_FILES = (
     "miscellaneous",
 )
 LICENSE_DIR = Path("/usr/share/common-licenses")
-DEFAULT_WIKITEXT = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
+DEFAULT_WIKITEXT = os.environ.get(
+    "TENSORGPT_WIKITEXT",
+    str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"),
+)
 
 
 @dataclass(frozen=True)
