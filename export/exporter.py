@@ -45,6 +45,7 @@ from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
 from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
+from tensorgpt.export.fusions import apply_fusions
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
 from tensorgpt.export.q4_source import describe_source
@@ -160,6 +161,7 @@ def _export(
         if packed:
             with quantizing():
                 weights_report = quantizer.pack_weights(model, adapter, log)
+            fusions = apply_fusions(model, adapter, log)
             # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
             _, torch_table, head_table = attach_packed_embedding_and_head(
                 model, embedding, untied_head, bias
@@ -167,6 +169,7 @@ def _export(
             if untied_head is not None:
                 adapter.lm_head().weight.data = torch.from_numpy(head_table.dense().copy())
         else:
+            fusions = None
             with quantizing():
                 weights_report = quantizer.quantize_weights(model, adapter, log)
             attach_embedding_and_head(
@@ -220,6 +223,7 @@ def _export(
         )
         manifest.weight_quantization = weights_report
         manifest.runtime = runtime
+        manifest.fusions = fusions
         _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
         manifest.bytes["file"] = model_file_bytes(stage)
         if report["passed"]:

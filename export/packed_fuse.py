@@ -42,14 +42,16 @@ def fuse_shared_inputs(model: onnx.ModelProto) -> int:
     for node in graph.node:
         unit = _unit(node, inits, producer, consumers, cast_source)
         if unit is not None:
-            attrs = tuple(sorted((a.name, a.i) for a in node.attribute))
-            groups[(node.input[0], node.input[3], attrs)].append(unit)
+            attrs = tuple(sorted((a.name, a.i) for a in node.attribute if a.name != "N"))
+            groups[(node.input[0], attrs)].append(unit)
 
+    # q (N = H*d) and k, v (N = kv_heads*d each) have zero-point tensors of different shapes
+    # but all 0, so the group key is the input and the attributes other than N
     drop: set[int] = set()
     replace: dict[int, list[onnx.NodeProto]] = {}
     new_inits: list[onnx.TensorProto] = []
     fused = 0
-    for (x, zero, _), units in groups.items():
+    for (x, _), units in groups.items():
         if len(units) < 2:
             continue
         fused += 1
@@ -59,7 +61,7 @@ def fuse_shared_inputs(model: onnx.ModelProto) -> int:
         codes = np.concatenate([numpy_helper.to_array(inits[u[0].input[1]]) for u in units])
         scale = np.concatenate([numpy_helper.to_array(inits[u[3]]) for u in units])
         minimum = np.concatenate([numpy_helper.to_array(inits[u[4]]) for u in units], axis=1)
-        zeros = np.zeros((sum(ns), numpy_helper.to_array(inits[zero]).shape[1]), np.uint8)
+        zeros = np.zeros((sum(ns), numpy_helper.to_array(inits[mnb.input[3]]).shape[1]), np.uint8)
         for name, value in (
             (f"{tag}.q4", codes),
             (f"{tag}.scale", scale),
@@ -116,6 +118,8 @@ def _unit(node, inits, producer, consumers, cast_source):
     if node.op_type != "MatMulNBits" or node.domain != MS_DOMAIN or len(node.input) != 4:
         return None
     if node.input[1] not in inits or node.input[3] not in inits:
+        return None
+    if numpy_helper.to_array(inits[node.input[3]]).any():  # fused zero points are all 0
         return None
     scale = cast_source(node.input[2])
     users = consumers.get(node.output[0], [])
