@@ -156,3 +156,50 @@ def test_packed_needs_q4_or_none(tiny_gpt2, tmp_path):
     with pytest.raises(ValueError, match="--runtime packed"):
         export_model(str(tiny_gpt2), tmp_path / "x", quantize="int8", runtime="packed")
     assert not (tmp_path / "x").exists()
+
+
+def test_llama_attention_and_norms_run_fused(pair):
+    """The packed Llama runs onnxruntime's fused kernels (export/fusions.py), recorded in the
+    manifest, with no decomposed attention or norm left in the file."""
+    import json
+
+    _, packed = pair
+    layers = 2
+    fusions = json.loads((packed / "manifest.json").read_text())["fusions"]
+    assert fusions == {
+        "GroupQueryAttention": layers,
+        "RotaryEmbedding": 2 * layers,
+        "SimplifiedLayerNormalization": 1,  # the first norm reads no residual sum
+        "SkipSimplifiedLayerNormalization": 2 * layers,
+    }
+    ops = {n.op_type for n in onnx.load(str(packed / "model.onnx")).graph.node}
+    assert not ops & {"Softmax", "Pow", "Sqrt", "Neg"}
+
+
+def test_fused_attention_left_padded_batch(pair):
+    """A left-padded batch gives each row the logits it gets alone, at the prompt and at a
+    cached decode step: padding reaches GroupQueryAttention as a mask bias and positions
+    through position_ids."""
+    from tensorgpt.runtime_demo.generate import left_pad, position_ids_from_mask
+
+    _, packed = pair
+    model = ExportedModel(packed, threads=1)
+    prompts = [[5, 17, 42, 9, 3], [7, 1, 88, 23, 61, 2, 19, 30, 11]]
+    ids, mask = left_pad(prompts, 0)
+    logits, past = model.forward(
+        ids, mask, position_ids_from_mask(mask, ids.shape[1]), model.empty_past(2)
+    )
+    step = np.asarray([[4], [4]], np.int64)
+    mask2 = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+    logits2, _ = model.forward(step, mask2, position_ids_from_mask(mask2, 1), past)
+    for row, prompt in enumerate(prompts):
+        alone = np.asarray([prompt], np.int64)
+        ones = np.ones_like(alone)
+        want, want_past = model.forward(
+            alone, ones, position_ids_from_mask(ones, alone.shape[1]), model.empty_past(1)
+        )
+        ones2 = np.ones((1, alone.shape[1] + 1), np.int64)
+        want2, _ = model.forward(step[:1], ones2, position_ids_from_mask(ones2, 1), want_past)
+        scale = float(np.abs(want).max())
+        assert np.abs(logits[row, -1] - want[0, -1]).max() <= 1e-3 * scale
+        assert np.abs(logits2[row, -1] - want2[0, -1]).max() <= 1e-3 * scale
