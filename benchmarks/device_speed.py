@@ -8,8 +8,8 @@ round with the lowest decode median (the least-disturbed run on a shared machine
 contender and thread count, each with the load average when it ran and its ratio to
 llama.cpp's value in the same run:
 
-- file MB (model files on disk; llama.cpp: the GGUF, memory-mapped);
-- RSS after load and load peak (VmHWM reset just before loading), and peak RSS over the run;
+- file MB (model files on disk, 10^6 bytes; llama.cpp: the GGUF, memory-mapped);
+- RSS (MiB, as `tensorgpt bench` reports it, for every contender) after load and load peak (VmHWM reset just before loading), and peak RSS over the run;
 - time to first token for a 128-token prompt; decode ms/token (median of 64 greedy steps);
 - perplexity on wikitext-2 test (first --ppl-tokens tokens of our tokenizer, windows of 512,
   the same token ids for every contender, runtime_demo/perplexity.py's convention);
@@ -101,7 +101,12 @@ def ours_worker(folder: str, threads: int, task: str, ids: list[int]) -> dict:
 def llama_worker(gguf: str, threads: int, task: str, ids: list[int]) -> dict:
     from llama_cpp import Llama
 
-    from tensorgpt.runtime_demo.bench import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+    from tensorgpt.runtime_demo.bench import (
+        _mb,  # the unit `tensorgpt bench` reports RSS in (MiB), so ratios compare like with like
+        current_rss_bytes,
+        peak_rss_bytes,
+        reset_peak_rss,
+    )
 
     fresh = reset_peak_rss()
     before = current_rss_bytes()
@@ -159,10 +164,10 @@ def llama_worker(gguf: str, threads: int, task: str, ids: list[int]) -> dict:
         "load_s": round(load_s, 4),
         "ttft_ms": round(ttft * 1000, 3),
         "decode_ms_median": round(float(np.median(steps)) * 1000, 3),
-        "rss_after_load_mb": round(after / 1e6, 1),
-        "load_peak_rss_mb": None if load_peak is None else round(load_peak / 1e6, 1),
-        "peak_rss_mb": round(peak_rss_bytes() / 1e6, 1),
-        "rss_before_load_mb": round(before / 1e6, 1),
+        "rss_after_load_mb": _mb(after),
+        "load_peak_rss_mb": _mb(load_peak),
+        "peak_rss_mb": _mb(peak_rss_bytes()),
+        "rss_before_load_mb": _mb(before),
     }
 
 
