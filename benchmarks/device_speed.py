@@ -9,7 +9,8 @@ contender and thread count, each with the load average when it ran and its ratio
 llama.cpp's value in the same run:
 
 - file MB (model files on disk, 10^6 bytes; llama.cpp: the GGUF, memory-mapped);
-- RSS (MiB, as `tensorgpt bench` reports it, for every contender) after load and load peak (VmHWM reset just before loading), and peak RSS over the run;
+- RSS (MiB, as `tensorgpt bench` reports it, for every contender) after load and load peak
+  (VmHWM reset just before loading), and peak RSS over the run;
 - time to first token for a 128-token prompt; decode ms/token (median of 64 greedy steps);
 - perplexity on wikitext-2 test (first --ppl-tokens tokens of our tokenizer, windows of 512,
   the same token ids for every contender, runtime_demo/perplexity.py's convention);
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                     got["load_avg"] = load
                     print(
                         f"[round {r}] {name} t={threads} decode {got['decode_ms_median']:.2f} "
-                        f"ms ttft {got['ttft_ms']:.1f} ms rss {got['rss_after_load_mb']} MB "
+                        f"ms ttft {got['ttft_ms']:.1f} ms rss {got['rss_after_load_mb']} MiB "
                         f"(load avg {load})",
                         file=sys.stderr,
                         flush=True,
@@ -335,8 +336,8 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
         f"{GREEDY_STEPS} steps after {GREEDY_PROMPT} test tokens; ratios to {LLAMA}, same run"
     )
     print(
-        "| contender | file MB | ppl | greedy = llama.cpp | threads | RSS after load MB (x) "
-        "| load peak MB | peak RSS MB (x) | TTFT 128 ms (x) | decode ms/tok (x) | load avg |"
+        "| contender | file MB | ppl | greedy = llama.cpp | threads | RSS after load MiB (x) "
+        "| load peak MiB | peak RSS MiB (x) | TTFT 128 ms (x) | decode ms/tok (x) | load avg |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
