@@ -126,7 +126,12 @@ def llama_worker(gguf: str, threads: int, task: str, ids: list[int]) -> dict:
     load_peak = peak_rss_bytes() if fresh else None
 
     def last_token() -> int:
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # without logits_all, llama-cpp-python 0.3 no longer copies logits into llm.scores:
+        # read the last evaluated token's row from the context (the public low-level API)
+        import llama_cpp
+
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),))))
 
     if task == "ppl":
         total, scored = 0.0, 0
