@@ -17,8 +17,10 @@ pattern that happens to match; the export's parity check then verifies the resul
 
 Semantics kept from the unfused graph:
 - positions: RotaryEmbedding reads the graph's `position_ids` (left-padded batches keep their
-  own positions); GroupQueryAttention's own rotary (do_rotary) derives positions from
-  seqlens_k instead, which is wrong for left padding.
+  own positions). GroupQueryAttention's own rotary (do_rotary, with packed q/k/v it would save
+  the Split and two nodes per layer) was tried: onnxruntime 1.32's CPU kernel rotates a first
+  prompt's cached keys by cache slot even when position_ids are given (a left-padded row's
+  keys then sit 2 positions off; measured), so it is not used.
 - padding: seqlens_k is total-1 for every row (all cache slots "valid" to GQA) and the
   attention_mask enters as an additive bias (B, 1, S, T): 0 where 1, float32 lowest where 0
   (finite, so fully padded query rows stay finite and cannot poison the cache).
