@@ -204,7 +204,7 @@ def _export(
 
         # PyTorch runs the same compressed weights: the decoded table, tied to the head if the
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
-        table_values = torch_table.dense() if packed else embedding.decoded()
+        table_values = torch_table.dense(model_path) if packed else embedding.decoded()
         adapter.token_embedding().weight.data = torch.from_numpy(table_values.copy())
         with step("verifying against PyTorch (16-token prompt, 8 cached steps)", log):
             if packed:
