@@ -36,8 +36,26 @@ tensorgpt sweep smollm2-135m --text "$TEXT" --max-tokens 8192 --window 512 --str
     --out "$OUT/sweep-smollm2" --plot docs/results.png \
     --title "SmolLM2-135M on wikitext-2 test: size, quality, speed"
 
+# 3. On the device (issue 13): llama.cpp on the GGUF the weights ship in, against our fp32,
+#    packed q4 and packed tc2.2+q4 files and onnxruntime's own int4 quantizer, fresh processes,
+#    interleaved rounds (benchmarks/device_speed.py; needs llama-cpp-python).
+DEV="$OUT/device"
+mkdir -p "$DEV"
+CALIB=${CALIB:-../shared/data/wikitext-2/valid.txt}
+export_once() {  # folder, then export options
+    local folder=$1; shift
+    [ -f "$folder/manifest.json" ] || tensorgpt export smollm2-135m "$folder" "$@" --force
+}
+export_once "$DEV/fp32"
+export_once "$DEV/q4-packed" --quantize q4 --runtime packed
+export_once "$DEV/tc2.2+q4-packed" --method tc --bits-per-weight 2.2 --calib-text "$CALIB" \
+    --quantize q4 --runtime packed
+python benchmarks/device_speed.py --export fp32="$DEV/fp32" --export q4-packed="$DEV/q4-packed" \
+    --export tc2.2+q4-packed="$DEV/tc2.2+q4-packed" --ort-int4 ort-int4="$DEV/fp32" \
+    --ratio-to fp32 --json "$DEV/device_speed.json" > "$DEV/results.md"
+
 python - "$OUT" <<'PY'
-"""Assemble docs/results.md: the fixed intro, then the two generated sections."""
+"""Assemble docs/results.md: the fixed intro, then the generated sections."""
 import sys
 from pathlib import Path
 
@@ -103,6 +121,21 @@ The GPT-2-small section has the real `gpt2` shape (50257 x 768, 12 layers, tied 
 random weights, so only its bytes mean anything (reconstruction errors of a random table say
 nothing about a trained one); these are the file sizes a GPT-2 user gets from each variant.
 """
-Path("docs/results.md").write_text(intro + smollm2 + "\n" + gpt2 + gpt2_note)
+device = (out / "device" / "results.md").read_text()
+device_intro = """
+## On the device: RAM, time to first token and decode speed against llama.cpp
+
+`python benchmarks/device_speed.py --export fp32=... --export q4-packed=... --export
+tc2.2+q4-packed=... --ort-int4 ort-int4=FP32DIR --ratio-to fp32` (step 3 of
+scripts/make_results.sh): llama.cpp (llama-cpp-python) on the Q4_1 GGUF the weights ship in,
+our files exported `--runtime packed` (weights 4-bit in RAM, fused attention and norms) and
+the portable fp32 file, onnxruntime's own 4-bit quantizer on that fp32 file; one fresh process
+per measurement, contenders interleaved round by round, best of 3 rounds per contender; the
+ratios in brackets are to llama.cpp, the second table's to our fp32 file. RSS in MiB.
+
+"""
+Path("docs/results.md").write_text(
+    intro + smollm2 + "\n" + device_intro + device + "\n" + gpt2 + gpt2_note
+)
 print("wrote docs/results.md")
 PY
