@@ -37,7 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-TEST_TEXT = Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2/test.txt"
+# wikitext-2 beside the repo, or where TENSORGPT_WIKITEXT says (as benchmarks/domain_quality.py)
+WIKITEXT = os.environ.get(
+    "TENSORGPT_WIKITEXT", str(Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2")
+)
+TEST_TEXT = Path(WIKITEXT) / "test.txt"
 PROMPT_TOKENS, DECODE_TOKENS, GREEDY_PROMPT, GREEDY_STEPS, WINDOW = 128, 64, 32, 64, 512
 TARGETS = {"rss_after_load_mb": 1.2, "decode_ms": 1.0, "ttft_ms": 1.0}
 LLAMA = "llama.cpp"
@@ -239,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.export:
         name, _, folder = item.partition("=")
         contenders.append((name, "ours", Path(folder)))
+    if not TEST_TEXT.is_file():
+        p.error(f"no wikitext-2 test text at {TEST_TEXT} (set TENSORGPT_WIKITEXT to its folder)")
+    ids = _tokens(contenders[1][2], args.ppl_tokens)
     scratch = None
     if args.ort_int4:
         import tempfile
@@ -248,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         contenders.append((name, "ours", ort_int4_folder(Path(folder), Path(scratch.name) / name)))
     if args.ratio_to and args.ratio_to not in [c[0] for c in contenders]:
         p.error(f"--ratio-to {args.ratio_to}: no contender of that name")
-    ids = _tokens(contenders[1][2], args.ppl_tokens)
     ids_file = Path(f"/tmp/device_speed_ids_{os.getpid()}.json")
     ids_file.write_text(json.dumps(ids))
     results: dict = {name: {"file_mb": round(_file_mb(k, p_), 1)} for name, k, p_ in contenders}
@@ -289,10 +295,13 @@ def ort_int4_folder(fp32: Path, out: Path) -> Path:
     """A copy of the fp32 export whose model.onnx onnxruntime's MatMulNBitsQuantizer rewrote
     (its own 4-bit rounding of the fp32 weights: block 32, asymmetric, accuracy_level 4), with
     the manifest's file records updated so the runtime's integrity check holds."""
+    import logging
     import shutil
 
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node
 
     from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILES
     from tensorgpt.common.integrity import record_files
