@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--ppl-tokens", type=int, default=8192)
     p.add_argument("--install-llama-cpp", action="store_true")
+    p.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="skip perplexity and greedy tokens (a quick re-time of RAM and speed)",
+    )
     p.add_argument("--json", type=Path, help="also write all results here")
     p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     best = results[name].get(f"t{threads}")
                     if best is None or got["decode_ms_median"] < best["decode_ms_median"]:
                         results[name][f"t{threads}"] = got
-        for name, kind, path in contenders:
+        for name, kind, path in [] if args.speed_only else contenders:
             results[name]["perplexity"] = _spawn(kind, str(path), 2, "ppl", ids_file)["perplexity"]
             results[name]["greedy"] = _spawn(kind, str(path), 2, "greedy", ids_file)["greedy"]
     finally:
@@ -356,7 +361,8 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
         res = results[name]
-        agree = sum(a == b for a, b in zip(res["greedy"], base["greedy"]))
+        agree = sum(a == b for a, b in zip(res.get("greedy", []), base.get("greedy", [])))
+        ppl = f"{res['perplexity']:.2f}" if "perplexity" in res else "-"
         for t in threads:
             m, b = res[f"t{t}"], base[f"t{t}"]
 
@@ -364,7 +370,7 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
                 return m[k] / b[k] if b.get(k) else float("nan")
 
             print(
-                f"| {name} | {res['file_mb']} | {res['perplexity']:.2f} | {agree}/{GREEDY_STEPS} "
+                f"| {name} | {res['file_mb']} | {ppl} | {agree}/{GREEDY_STEPS} "
                 f"| {t} | {m['rss_after_load_mb']} ({ratio('rss_after_load_mb'):.2f}) "
                 f"| {m['load_peak_rss_mb']} | {m['peak_rss_mb']} ({ratio('peak_rss_mb'):.2f}) "
                 f"| {m['ttft_ms']:.1f} ({ratio('ttft_ms'):.2f}) "
