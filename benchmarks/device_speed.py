@@ -361,7 +361,11 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
         res = results[name]
-        agree = sum(a == b for a, b in zip(res.get("greedy", []), base.get("greedy", [])))
+        agree = (
+            f"{sum(a == b for a, b in zip(res['greedy'], base['greedy']))}/{GREEDY_STEPS}"
+            if "greedy" in res
+            else "-"
+        )
         ppl = f"{res['perplexity']:.2f}" if "perplexity" in res else "-"
         for t in threads:
             m, b = res[f"t{t}"], base[f"t{t}"]
@@ -370,7 +374,7 @@ def _print(results: dict, names: list[str], threads: list[int], n_tokens: int) -
                 return m[k] / b[k] if b.get(k) else float("nan")
 
             print(
-                f"| {name} | {res['file_mb']} | {ppl} | {agree}/{GREEDY_STEPS} "
+                f"| {name} | {res['file_mb']} | {ppl} | {agree} "
                 f"| {t} | {m['rss_after_load_mb']} ({ratio('rss_after_load_mb'):.2f}) "
                 f"| {m['load_peak_rss_mb']} | {m['peak_rss_mb']} ({ratio('peak_rss_mb'):.2f}) "
                 f"| {m['ttft_ms']:.1f} ({ratio('ttft_ms'):.2f}) "
