@@ -107,6 +107,9 @@ perplexity on the first 8192 tokens (design.md's 25.49 is on the first 2048).
   with `decode.onnx` + `body.onnx`. Loading the q4 model.onnx files alone peaks at 2.1-2.7 GB.
   Run in a fresh process, `tensorgpt bench` gives 1.45 GB for `tc2.2+q4` and 1.14 GB for `q4`
   (docs/quality_notes.md, "Load-time memory").
+- On the device (section below): the `--runtime packed` files hold 211-212 MiB after load
+  against llama.cpp's 200 MiB on the same GGUF and answer a 128-token prompt in 0.5-0.65x its
+  time, but decode at 1.27-1.39x its time per token on 1 thread (two runs, load 5-8).
 - `svd-k229` takes k from the paper's parameter count for TT rank 4 (232 per token, 45.6 MB);
   the exporter stores TT rank 4's four token-independent cores once (38.1 MB as stored), so
   the SVD baseline holds 1.19x the bytes of `tt-r4`, and still breaks the model.
