@@ -3,9 +3,9 @@
     python benchmarks/gpt2_memory.py [--out DIR] [--quantize q4] [--runtime packed]
 
 Builds GPT-2 small's shape (50257 x 768 tied table, 12 layers of 12 heads, 1024 positions)
-with random weights and the tests' small tokenizer (tests/conftest.py), exports it, then runs
-`tensorgpt bench --json` in a fresh process (128-token prompt, 64 decode steps, 1 thread) and
-prints, with the load average:
+with random weights and the tests' small tokenizer (benchmarks/export_sizes.py builds it),
+exports it, then runs `tensorgpt bench --json` in a fresh process (128-token prompt, 64
+decode steps, 1 thread) and prints, with the load average:
 
 - RSS after load, and the same minus the RSS before load (what the session itself holds);
 - model files on disk (model.onnx + model.onnx.data);
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPT2_SMALL = dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)
+GPT2_SMALL = dict(n_embd=768, n_layer=12)  # GPT2Config()'s, which build_gpt2_small uses
 PROMPT, DECODE, TARGET = 128, 64, 1.3
 MIB = 1024 * 1024  # `tensorgpt bench` reports RSS in MiB
 
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         ckpt, export = root / "gpt2-random", root / f"export-{args.quantize}-{args.runtime}"
         if not (ckpt / "config.json").exists():
             sys.path.insert(0, str(ROOT))
-            from tests.conftest import build_checkpoint
+            from benchmarks.export_sizes import build_gpt2_small
 
-            build_checkpoint(ckpt, "gpt2", **GPT2_SMALL)
+            build_gpt2_small(ckpt)
         if not (export / "manifest.json").exists():
             subprocess.run(
                 [*tensorgpt, "export", str(ckpt), str(export), "--quantize", args.quantize]
