@@ -224,7 +224,9 @@ class Manifest:
     method_options: dict[str, Any] | None = None
     quantize: str | None = None  # weight quantizer (export/quantizers/)
     runtime: str | None = None  # one of RUNTIMES; None in exports older than the option
-    fusions: dict[str, Any] | None = None  # packed: fused-kernel passes applied (export/fusions.py)
+    fusions: dict[str, Any] | None = (
+        None  # packed: fused-kernel passes applied (export/packed/fusions/__init__.py)
+    )
     tied_head: bool | None = None
     tokenizer: dict[str, Any] | None = None  # name_or_path, vocab_size, sha256
     embedding_info: dict[str, Any] | None = None

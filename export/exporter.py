@@ -2,8 +2,8 @@
 
     load (export/load.py) -> adapter (models/) -> compress (export/methods/, tt_ops)
     -> body graph (export/body.py) -> [quantizer hooks (export/quantizers/)]
-    -> attach embedding + head (export/assemble.py; --runtime packed: assemble_packed.py)
-    -> verify (export/verify.py; packed: verify_packed.py) -> manifest
+    -> attach embedding + head (export/assemble.py; --runtime packed: export/packed/assemble.py)
+    -> verify (export/verify.py; packed: export/packed/verify.py) -> manifest
 
 Everything is written into a staging folder beside OUT_DIR and renamed at the end, so a
 failure (bad input, disk full, failed verification) leaves OUT_DIR as it was.
@@ -41,20 +41,20 @@ from tensorgpt.common.integrity import record_files
 from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
-from tensorgpt.export.assemble_packed import attach_packed_embedding_and_head
 from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
-from tensorgpt.export.fusions import apply_fusions
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
+from tensorgpt.export.packed.assemble import attach_packed_embedding_and_head
+from tensorgpt.export.packed.fusions import apply_fusions
+from tensorgpt.export.packed.verify import verify_packed
 from tensorgpt.export.q4_source import describe_source
 from tensorgpt.export.quantizers import get_quantizer, quantizer_names
 from tensorgpt.export.quantizers.base import WeightQuantizer
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.target import check_target, source_path
 from tensorgpt.export.verify import check_split, prompt_ids, verify
-from tensorgpt.export.verify_packed import verify_packed
 from tensorgpt.models import adapter_for
 
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
@@ -134,7 +134,7 @@ def _export(
     shape = adapter.shape()
     head_hooks = adapter.hook_quirks()
     if packed and head_hooks:
-        # export/assemble_packed.py does not apply these hooks yet
+        # export/packed/assemble.py does not apply these hooks yet
         raise ValueError(
             f"--runtime packed does not support {type(loaded.model).__name__} yet "
             f"({', '.join(head_hooks)}); use --runtime portable"
@@ -162,7 +162,7 @@ def _export(
             with quantizing():
                 weights_report = quantizer.pack_weights(model, adapter, log)
             fusions = apply_fusions(model, adapter, log)
-            # the lookup and the head run the 8-bit table (export/packed_table.py); PyTorch too
+            # the lookup and the head run the 8-bit table (export/packed/table.py); PyTorch too
             _, torch_table, head_table = attach_packed_embedding_and_head(
                 model, embedding, untied_head, bias
             )

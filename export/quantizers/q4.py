@@ -32,8 +32,8 @@ class Q4Blocks(WeightQuantizer):
         return report
 
     def pack_weights(self, model, adapter, log):
-        from tensorgpt.export.packed_fuse import fuse_shared_inputs
-        from tensorgpt.export.packed_weights import pack_weights_q4
+        from tensorgpt.export.packed.fuse_projections import fuse_shared_inputs
+        from tensorgpt.export.packed.weights import pack_weights_q4
         from tensorgpt.export.weight_blocks import load_decoded_into_torch
 
         decoded, report = pack_weights_q4(model)

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tensorgpt.export.fusion_rms_norm import fuse_rms_norm
-from tensorgpt.export.fusion_skip_rms_norm import fuse_skip_rms_norm
+from tensorgpt.export.packed.fusions.rms_norm import fuse_rms_norm
+from tensorgpt.export.packed.fusions.skip_rms_norm import fuse_skip_rms_norm
 
 DIM = 16
 
@@ -110,7 +110,7 @@ def test_attention_fusion_rule(family, reason, tmp_path):
     pytest.importorskip("torch")
     import transformers
 
-    from tensorgpt.export.fusion_gqa import gqa_blocker
+    from tensorgpt.export.packed.fusions.gqa import gqa_blocker
     from tensorgpt.models import adapter_for
     from tests.conftest import build_checkpoint
 

@@ -10,9 +10,9 @@ from onnx import numpy_helper
 pytest.importorskip("torch")
 
 from tensorgpt.export.exporter import export_model  # noqa: E402
-from tensorgpt.export.packed_table import decode_q8_blocks, encode_q8_blocks  # noqa: E402
-from tensorgpt.export.packed_weights import gguf_to_nbits, nbits_to_codes  # noqa: E402
-from tensorgpt.export.verify_packed import set_accuracy_level  # noqa: E402
+from tensorgpt.export.packed.table import decode_q8_blocks, encode_q8_blocks  # noqa: E402
+from tensorgpt.export.packed.verify import set_accuracy_level  # noqa: E402
+from tensorgpt.export.packed.weights import gguf_to_nbits, nbits_to_codes  # noqa: E402
 from tensorgpt.runtime_demo.session import ExportedModel  # noqa: E402
 from tensorgpt.tt_ops.row_codecs import decode_q4_blocks, encode_q4_blocks  # noqa: E402
 
@@ -159,7 +159,7 @@ def test_packed_needs_q4_or_none(tiny_gpt2, tmp_path):
 
 
 def test_llama_attention_and_norms_run_fused(pair):
-    """The packed Llama runs onnxruntime's fused kernels (export/fusions.py), recorded in the
+    """The packed Llama runs onnxruntime's fused kernels (export/packed/fusions/__init__.py), recorded in the
     manifest, with no decomposed attention or norm left in the file."""
     import json
 

@@ -1,7 +1,7 @@
 """Fuse a residual Add feeding a SimplifiedLayerNormalization into one com.microsoft
 SkipSimplifiedLayerNormalization (its output 3 is the sum, which the next residual reads).
 
-Runs after export/fusion_rms_norm.py (it needs the fused norms). The matching is
+Runs after export/packed/fusions/rms_norm.py (it needs the fused norms). The matching is
 onnxruntime.transformers' FusionSkipSimplifiedLayerNormalization.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-from tensorgpt.export.fusion_ort import run_ort_fusion
+from tensorgpt.export.packed.fusions.ort_matchers import run_ort_fusion
 
 FUSED = "SkipSimplifiedLayerNormalization"
 

@@ -1,4 +1,4 @@
-"""Attach the packed token table (export/packed_table.py) as the input lookup and the head.
+"""Attach the packed token table (export/packed/table.py) as the input lookup and the head.
 
 The packed twin of export/assemble.py: same graph inputs and outputs, but the lookup gathers
 8-bit rows and the head is one 8-bit MatMulNBits over the same codes, so no (V, D) fp32
@@ -14,8 +14,8 @@ from onnx import TensorProto, helper
 from tensorgpt.export.assemble import _replace_value
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
-from tensorgpt.export.packed_table import PackedTable
-from tensorgpt.export.packed_weights import use_ms_domain
+from tensorgpt.export.packed.table import PackedTable
+from tensorgpt.export.packed.weights import use_ms_domain
 
 
 def attach_packed_embedding_and_head(

@@ -1,5 +1,5 @@
 """Run one onnxruntime.transformers fusion class on a ModelProto in place (shared by the
-fusion_* files that reuse onnxruntime's matchers)."""
+passes in this folder that reuse onnxruntime's matchers)."""
 
 from __future__ import annotations
 

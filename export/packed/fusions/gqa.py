@@ -39,7 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tensorgpt.common.contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
-from tensorgpt.export.packed_weights import MS_DOMAIN
+from tensorgpt.export.packed.weights import MS_DOMAIN
 
 # rope types whose cos/sin depend on the position only (a static table); "dynamic" and
 # "longrope" rescale with the sequence length

@@ -31,7 +31,7 @@ from onnx import helper
 
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
-from tensorgpt.export.packed_weights import BLOCK, matmul_nbits
+from tensorgpt.export.packed.weights import BLOCK, matmul_nbits
 
 HEAD_BITS = 8
 # onnxruntime's only fast 8-bit MatMulNBits CPU kernel takes int8 activations; at level 1 the

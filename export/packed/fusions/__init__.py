@@ -1,12 +1,12 @@
 """The fused-kernel passes of `--runtime packed`, in order, and what each did (manifest
 `fusions`). One transformation per file:
 
-    export/fusion_gqa.py             attention -> RotaryEmbedding + GroupQueryAttention
-    export/fusion_rms_norm.py        RMSNorm -> SimplifiedLayerNormalization
-    export/fusion_skip_rms_norm.py   residual Add + norm -> SkipSimplifiedLayerNormalization
+    export/packed/fusions/gqa.py             attention -> RotaryEmbedding + GroupQueryAttention
+    export/packed/fusions/rms_norm.py        RMSNorm -> SimplifiedLayerNormalization
+    export/packed/fusions/skip_rms_norm.py   residual Add + norm -> SkipSimplifiedLayerNormalization
 
 Every pass leaves the graph unchanged where its rule or pattern does not apply; the export's
-parity check (export/verify_packed.py) verifies the fused file against PyTorch.
+parity check (export/packed/verify.py) verifies the fused file against PyTorch.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import onnx
 
-from tensorgpt.export.fusion_gqa import fuse_attention, gqa_blocker
-from tensorgpt.export.fusion_rms_norm import fuse_rms_norm
-from tensorgpt.export.fusion_skip_rms_norm import fuse_skip_rms_norm
+from tensorgpt.export.packed.fusions.gqa import fuse_attention, gqa_blocker
+from tensorgpt.export.packed.fusions.rms_norm import fuse_rms_norm
+from tensorgpt.export.packed.fusions.skip_rms_norm import fuse_skip_rms_norm
 
 FUSED_OPS = (
     "GroupQueryAttention",

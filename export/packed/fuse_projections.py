@@ -1,6 +1,6 @@
 """Fuse the packed projections that read the same activations (q/k/v, gate/up) into one.
 
-After export/packed_weights.py each weight is
+After export/packed/weights.py each weight is
 
     y_i = Add(MatMulNBits(x; B_i, Cast(d_i), z), MatMul(S, Cast(m_i)))      S = blocksum(x)
 
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tensorgpt.export.packed_weights import MS_DOMAIN
+from tensorgpt.export.packed.weights import MS_DOMAIN
 
 
 def fuse_shared_inputs(model: onnx.ModelProto) -> int:

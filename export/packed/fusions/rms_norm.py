@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from tensorgpt.export.fusion_ort import run_ort_fusion
+from tensorgpt.export.packed.fusions.ort_matchers import run_ort_fusion
 
 FUSED = "SimplifiedLayerNormalization"
 
