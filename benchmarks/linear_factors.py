@@ -48,7 +48,6 @@ GRID = (
     "espace-0.75",
     "espace-0.5-q4",
     "svd-0.5-q4",
-    "espace-0.9-q4",
 )
 
 
