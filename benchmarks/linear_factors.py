@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from tensorgpt.compare import TextOptions, compare
+from tensorgpt.compare import SpeedOptions, TextOptions, compare
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
 from tensorgpt.export.linears import LinearSpec
@@ -66,15 +66,18 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
     return table, quantize, LinearSpec(parts[0], float(parts[1]), text)
 
 
-def export_variants(names: list[str], out: Path, calib_text: str) -> None:
+def export_variants(names: list[str], out: Path, calib_text: str, measure, model: str) -> None:
+    """Export each variant not yet in `out`, and measure it right away (`measure(folder)`
+    caches its perplexities in the folder), so an interrupted run keeps what it finished."""
     loaded = None
     for name in names:
         folder = out / name
         if (folder / "manifest.json").is_file():
             print(f"[linear_factors] {name}: reusing {folder}", file=sys.stderr)
+            measure(folder)
             continue
         if loaded is None:
-            loaded = load("smollm2-135m")
+            loaded = load(model)
         table, quantize, linears = parse_variant(name, calib_text)
         # the export changes the model in place (factors, q4 weights, decoded table)
         fresh = LoadedModel(
@@ -88,13 +91,16 @@ def export_variants(names: list[str], out: Path, calib_text: str) -> None:
             file=sys.stderr,
         )
         del fresh
+        measure(folder)
 
 
 def markdown_table(report: dict, out: Path) -> str:
     rows = report["rows"]
     ref = next(r for r in rows if r["name"] == "q4")
     domains = list(ref["perplexity_by_text"])
+    timed = rows[0]["decode_ms"] is not None
     head = ["variant", "file MB", "linear params kept"] + domains + ["worst domain"]
+    head += ["decode ms/token"] if timed else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         manifest = json.loads((out / r["name"] / "manifest.json").read_text())
@@ -108,6 +114,7 @@ def markdown_table(report: dict, out: Path) -> str:
             cells.append(f"{ppl:.2f} ({changes[d]:+.1f}%)")
         worst = max(changes, key=changes.get)
         cells.append(f"{worst} {changes[worst]:+.1f}%")
+        cells += [f"{r['decode_ms']:.1f}"] if timed else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -117,28 +124,52 @@ def main() -> int:
     p.add_argument("--out", required=True, help="folder for the exports (reused when present)")
     p.add_argument("--domains", required=True, help="folder written by tensorgpt.domain_texts")
     p.add_argument("--variants", nargs="+", default=list(GRID))
+    p.add_argument("--model", default="smollm2-135m", help="what `tensorgpt export` takes")
     p.add_argument("--calib-text", default=os.path.join(DATA, "valid.txt"))
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--markdown", help="also write the table here")
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="also time decoding (1 thread, interleaved rounds, best round; load printed)",
+    )
     args = p.parse_args()
     if "q4" not in args.variants:
         raise SystemExit("the variants must include q4 (the reference)")
     out = Path(args.out)
-    texts = sorted(Path(args.domains).glob("*.txt"))
+    texts = [t for t in sorted(Path(args.domains).glob("*.txt")) if t.name != "SOURCES.txt"]
     if not texts:
         raise SystemExit(f"no domain texts in {args.domains}: run python -m tensorgpt.domain_texts")
-    export_variants(args.variants, out, args.calib_text)
     options = [TextOptions(str(t), args.max_tokens) for t in texts]
+
+    def log(message: str) -> None:
+        print(f"[compare] {message} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+
+    export_variants(
+        args.variants,
+        out,
+        args.calib_text,
+        lambda f: compare([f], options, speed=None, log=log),
+        args.model,
+    )
     report = compare(
         [out / v for v in args.variants],
         options,
-        speed=None,
-        log=lambda m: print(f"[compare] {m}", file=sys.stderr, flush=True),
+        speed=SpeedOptions(threads=1) if args.speed else None,
+        log=log,
     )
     markdown = markdown_table(report, out)
+    machine = report.get("speed") or {}
     note = (
         f"\nFirst {args.max_tokens} tokens per domain, windows of 512; change against `q4` "
-        f"(= fp32 on this source). Load average at the end: {os.getloadavg()[0]:.2f}.\n"
+        f"(= fp32 on this source). Load average at the end: {os.getloadavg()[0]:.2f}"
+        + (
+            f"; decode timed with 1 thread, 1-min load {machine['load_average_1min']:.2f} "
+            "when timing started"
+            if args.speed
+            else ""
+        )
+        + ".\n"
     )
     print(markdown + note)
     if args.markdown:
