@@ -53,7 +53,16 @@ def espace_directions(autocorr: np.ndarray, weight: np.ndarray) -> Directions:
     if c.ndim != 2 or c.shape[0] != c.shape[1] or w.ndim != 2 or w.shape[1] != c.shape[0]:
         raise ValueError(f"autocorrelation {c.shape} does not match weight {w.shape} (out, in)")
     lam, u = np.linalg.eigh((c + c.T) / 2)
-    lam = np.clip(lam, 0.0, None)  # C is PSD; rounding can leave tiny negative eigenvalues
+    return espace_directions_from_eig(lam, u, w)
+
+
+def espace_directions_from_eig(lam: np.ndarray, u: np.ndarray, weight: np.ndarray) -> Directions:
+    """The same from C's eigenvalues (in,) and eigenvectors (in, in) (cached by the export)."""
+    w = np.asarray(weight, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape != (w.shape[1], w.shape[1]) or lam.shape != (w.shape[1],):
+        raise ValueError(f"eigenpairs {lam.shape}, {u.shape} do not match weight {w.shape}")
+    lam = np.clip(np.asarray(lam, dtype=np.float64), 0.0, None)  # C is PSD; rounding
     errors = lam * np.square(w @ u).sum(0)
     order = np.argsort(-errors, kind="stable")
     return Directions(u[:, order], errors[order], w.shape[0])

@@ -57,10 +57,13 @@ class LinearCompressor:
     help: ClassVar[str]  # one line for --help
     order: ClassVar[int] = 100
     shared: ClassVar[bool] = True  # layers reading one input share A
-    calibrated: ClassVar[bool] = True  # needs the activations' autocorrelation
+    calibrated: ClassVar[bool] = True  # needs the eigenpairs of the inputs' autocorrelation
 
-    def directions(self, weight: np.ndarray, autocorr: np.ndarray | None) -> Directions:
-        """weight (out, in): the group's stacked weights; autocorr (in, in) or None."""
+    def directions(
+        self, weight: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None
+    ) -> Directions:
+        """weight (out, in): the group's stacked weights; eig: (lam (in,), U (in, in)) of the
+        group's input autocorrelation C = U diag(lam) U^T, or None if not `calibrated`."""
         raise NotImplementedError
 
 
@@ -92,19 +95,19 @@ def compress_linears(
         np.concatenate([body.get_submodule(n).weight.detach().float().numpy() for n in g])
         for g in groups
     ]
-    autocorr: list[np.ndarray | None] = [None] * len(groups)
+    eigs: list = [None] * len(groups)
     calibration = None
     if compressor.calibrated:
-        from tensorgpt.export.activation_stats import activation_autocorr
+        from tensorgpt.export.activation_stats import activation_eig
 
-        autocorr, calibration = activation_autocorr(
+        eigs, calibration = activation_eig(
             adapter, tokenizer, [g[0] for g in groups], spec.calib_text, fingerprint
         )
     dirs = [
         compressor.directions(w, c)
         for w, c in zip(
             track(weights, f"[export] {spec.method}: bases of {len(groups)} groups", unit="group"),
-            autocorr,
+            eigs,
             strict=True,
         )
     ]

@@ -16,7 +16,7 @@ class Espace(LinearCompressor):
     help = "project each layer's input onto calibrated principal directions (ESPACE)"
     order = 10
 
-    def directions(self, weight, autocorr):
-        from tensorgpt.tt_ops.rank_allocation import espace_directions
+    def directions(self, weight, eig):
+        from tensorgpt.tt_ops.rank_allocation import espace_directions_from_eig
 
-        return espace_directions(autocorr, weight)
+        return espace_directions_from_eig(*eig, weight)

@@ -16,7 +16,7 @@ class TruncatedSVD(LinearCompressor):
     shared = False
     calibrated = False
 
-    def directions(self, weight, autocorr):
+    def directions(self, weight, eig):
         from tensorgpt.tt_ops.rank_allocation import svd_directions
 
         return svd_directions(weight)[0]
