@@ -43,11 +43,11 @@ DATA = os.environ.get(
 GRID = (
     "q4",
     "int8-rows-q4",
+    "espace-0.9-q4",
+    "svd-0.9-q4",
     "espace-0.75-q4",
     "svd-0.75-q4",
     "espace-0.75",
-    "espace-0.5-q4",
-    "svd-0.5-q4",
 )
 
 
