@@ -17,7 +17,7 @@ ESPACE calibrates on --calib-text (default wikitext-2 *valid*; statistics cached
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
 A variant name is `q4` (reference), `int8-rows-q4` (the table alone), or
-`{espace|svd}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
+`{espace|espace-tn|svd}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -58,12 +58,12 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
     table = CompressionSpec(method="int8-rows")
     if name == "int8-rows-q4":
         return table, "q4", LinearSpec()
-    parts = name.split("-")
-    if len(parts) not in (2, 3) or parts[0] not in ("espace", "svd"):
+    quantize = "q4" if name.endswith("-q4") else "none"
+    method, _, ratio = name.removesuffix("-q4").rpartition("-")
+    if method not in ("espace", "espace-tn", "svd"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
-    quantize = "q4" if parts[2:] == ["q4"] else "none"
-    text = calib_text if parts[0] == "espace" else None
-    return table, quantize, LinearSpec(parts[0], float(parts[1]), text)
+    text = calib_text if method != "svd" else None
+    return table, quantize, LinearSpec(method, float(ratio), text)
 
 
 def export_variants(names: list[str], out: Path, calib_text: str, measure, model: str) -> None:

@@ -21,8 +21,15 @@ from tensorgpt.export.calibration import WINDOW, cached_arrays, default_cache_di
 TEXT_WINDOWS = 32
 
 
-def autocorr_on_windows(adapter, layers: list[str], windows: np.ndarray) -> dict[str, np.ndarray]:
-    """{"c0".."c{G-1}": C_g (in, in) float64, "n_pos"} over token windows (n, L)."""
+def autocorr_on_windows(
+    adapter, layers: list[str], windows: np.ndarray, per_token: bool = False
+) -> dict[str, np.ndarray]:
+    """{"c0".."c{G-1}": C_g (in, in), "n_pos"} over token windows (n, L).
+
+    per_token: C = E[x x^T / ||x||^2], every position weighted alike. Without it positions
+    with huge inputs own C: on SmolLM2-135M, 32 of the 1536 directions of some down_proj
+    inputs carry 99.9% of lam_i ||W u_i||^2 (manifest `linears.groups[].dropped`), and the
+    model breaks at ranks the raw measure calls almost lossless (docs/results.md)."""
     import torch
 
     from tensorgpt.common.progress import track
@@ -33,6 +40,8 @@ def autocorr_on_windows(adapter, layers: list[str], windows: np.ndarray) -> dict
     def hook(i: int):
         def add(module, args) -> None:
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            if per_token:
+                x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
             xtx = (x.T @ x).double()  # float32 products, float64 sums
             sums[i] = xtx if sums[i] is None else sums[i] + xtx
 
@@ -57,7 +66,12 @@ def autocorr_on_windows(adapter, layers: list[str], windows: np.ndarray) -> dict
 
 
 def activation_eig(
-    adapter, tokenizer, layers: list[str], calib_text: str | None, fingerprint: str
+    adapter,
+    tokenizer,
+    layers: list[str],
+    calib_text: str | None,
+    fingerprint: str,
+    per_token: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
     """(eigenpairs (lam, U) of C per layer in `layers`, calibration report), cached:
     C under "linear-autocorr", its eigenpairs (float64 eigh, stored float32) under
@@ -86,13 +100,15 @@ def activation_eig(
         source = {"generated": [config.sequences, config.length, config.seed]}
         report = {"calibration": "generated"}
     settings = {"model": fingerprint, "layers": layers, "windows": windows.shape, **source}
+    if per_token:  # (absent for the raw C: keeps the key of caches written before the option)
+        settings["per_token"] = True
 
     def autocorr() -> dict[str, np.ndarray]:
         return cached_arrays(
             cache_dir,
             "linear-autocorr",
             settings,
-            lambda: autocorr_on_windows(adapter, layers, windows),
+            lambda: autocorr_on_windows(adapter, layers, windows, per_token),
         )
 
     def eig() -> dict[str, np.ndarray]:
@@ -108,4 +124,5 @@ def activation_eig(
 
     arrays = cached_arrays(cache_dir, "linear-eig", settings, eig)
     report["calibration_tokens"] = int(arrays["n_pos"])
+    report["per_token"] = per_token
     return [(arrays[f"lam{i}"], arrays[f"u{i}"]) for i in range(len(layers))], report

@@ -37,7 +37,7 @@ class LinearSpec:
 
         if self.method == "none":
             if self.ratio is not None:
-                raise ValueError("--linear-ratio needs --linears espace or svd")
+                raise ValueError("--linear-ratio needs --linears (espace, svd, ...)")
             return
         get_linears(self.method)
         if self.ratio is None:
@@ -58,6 +58,7 @@ class LinearCompressor:
     order: ClassVar[int] = 100
     shared: ClassVar[bool] = True  # layers reading one input share A
     calibrated: ClassVar[bool] = True  # needs the eigenpairs of the inputs' autocorrelation
+    per_token: ClassVar[bool] = False  # ... with every position's input scaled to norm 1
 
     def directions(
         self, weight: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None
@@ -101,7 +102,12 @@ def compress_linears(
         from tensorgpt.export.activation_stats import activation_eig
 
         eigs, calibration = activation_eig(
-            adapter, tokenizer, [g[0] for g in groups], spec.calib_text, fingerprint
+            adapter,
+            tokenizer,
+            [g[0] for g in groups],
+            spec.calib_text,
+            fingerprint,
+            compressor.per_token,
         )
     dirs = [
         compressor.directions(w, c)
