@@ -33,11 +33,11 @@ STEP = 32
 
 @dataclass(frozen=True)
 class Directions:
-    """basis (in, in) float64, columns ordered by `errors` (in,), descending: the exact output
+    """basis (in, m) float64, columns ordered by `errors` (m,), descending: the exact output
     error of dropping each direction (see the module docstring); out: the group's total rows."""
 
-    basis: np.ndarray
-    errors: np.ndarray
+    basis: np.ndarray  # (in, m), m <= in directions
+    errors: np.ndarray  # (m,)
     out: int
 
     @property
@@ -68,13 +68,12 @@ def espace_directions_from_eig(lam: np.ndarray, u: np.ndarray, weight: np.ndarra
     return Directions(u[:, order], errors[order], w.shape[0])
 
 
-def svd_directions(weight: np.ndarray) -> tuple[Directions, np.ndarray, np.ndarray]:
-    """weight W (out, in) -> (Directions over V's columns with e_i = s_i^2, U (out, r), s (r,))."""
+def svd_directions(weight: np.ndarray) -> Directions:
+    """weight W (out, in) -> Directions over V's columns with e_i = s_i^2 (economy SVD:
+    min(out, in) directions; a rank that saves parameters is always below that)."""
     w = np.asarray(weight, dtype=np.float64)
-    u, s, vt = np.linalg.svd(w, full_matrices=True)
-    errors = np.zeros(w.shape[1])
-    errors[: len(s)] = s**2
-    return Directions(vt.T, errors, w.shape[0]), u, s
+    _, s, vt = np.linalg.svd(w, full_matrices=False)
+    return Directions(vt.T, s**2, w.shape[0])
 
 
 def factor_params(rank: int, in_dim: int, out: int) -> int:

@@ -19,4 +19,4 @@ class TruncatedSVD(LinearCompressor):
     def directions(self, weight, eig):
         from tensorgpt.tt_ops.rank_allocation import svd_directions
 
-        return svd_directions(weight)[0]
+        return svd_directions(weight)
