@@ -103,6 +103,11 @@ The GPT-2-small section has the real `gpt2` shape (50257 x 768, 12 layers, tied 
 random weights, so only its bytes mean anything (reconstruction errors of a random table say
 nothing about a trained one); these are the file sizes a GPT-2 user gets from each variant.
 """
-Path("docs/results.md").write_text(intro + smollm2 + "\n" + gpt2 + gpt2_note)
+# The linear-layer section is written by benchmarks/linear_factors.py's run (its own
+# command, given in the section): kept as it is.
+old = Path("docs/results.md").read_text() if Path("docs/results.md").is_file() else ""
+marker = "## The transformer's linear layers"
+linears = "\n" + old[old.index(marker):] if marker in old else ""
+Path("docs/results.md").write_text(intro + smollm2 + "\n" + gpt2 + gpt2_note + linears)
 print("wrote docs/results.md")
 PY
