@@ -94,6 +94,11 @@ def export_variants(names: list[str], out: Path, calib_text: str, measure, model
         measure(folder)
 
 
+def _change(pct: float) -> str:
+    """+1.2% for small changes, x12.3 once the perplexity has more than doubled."""
+    return f"{pct:+.1f}%" if pct < 100 else f"x{1 + pct / 100:.3g}"
+
+
 def markdown_table(report: dict, out: Path) -> str:
     rows = report["rows"]
     ref = next(r for r in rows if r["name"] == "q4")
@@ -111,9 +116,9 @@ def markdown_table(report: dict, out: Path) -> str:
         for d in domains:
             ppl, base = r["perplexity_by_text"][d], ref["perplexity_by_text"][d]
             changes[d] = 100 * (ppl / base - 1)
-            cells.append(f"{ppl:.2f} ({changes[d]:+.1f}%)")
+            cells.append(f"{ppl:.4g} ({_change(changes[d])})")
         worst = max(changes, key=changes.get)
-        cells.append(f"{worst} {changes[worst]:+.1f}%")
+        cells.append(f"{worst} {_change(changes[worst])}")
         cells += [f"{r['decode_ms']:.1f}"] if timed else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
