@@ -11,6 +11,8 @@ u_1..u_in of the input space with an exact, additive cost e_i of dropping direct
              (the cross terms vanish because the u_i diagonalise C), so e_i = lam_i ||W u_i||^2
              and the kept directions are the ones with the largest e_i, not the largest lam_i
              (ESPACE's autocorrelation eigenvectors, ordered by the output error they save).
+             B = W P is also the least-squares B for A = P^T: W C P (P^T C P)^-1 = W P when
+             P's columns are eigenvectors of C.
     svd      W = U diag(s) V^T, A = V_k^T, B = U_k diag(s_k); e_i = s_i^2, the weight's own
              Frobenius error (`svd_directions`; no calibration: the baseline).
 
