@@ -235,6 +235,7 @@ class Manifest:
     ratios: dict[str, float] | None = None
     verification: dict[str, Any] | None = None
     weight_quantization: dict[str, Any] | None = None
+    linears: dict[str, Any] | None = None  # --linears: method, ratio, ranks per group
     split_load: dict[str, Any] | None = None  # decode, body, model_sha256, verification, ...
     # name -> {bytes, sha256} of every file the runtime loads (absent in older exports)
     files: dict[str, dict[str, Any]] | None = None

@@ -43,6 +43,26 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="transformer weights (default: none): "
         + "; ".join(f"{q}: {get_quantizer(q).help}" for q in quantizers),
     )
+    from tensorgpt.export.linears import get_linears, linears_names
+
+    compressors = linears_names()
+    p.add_argument(
+        "--linears",
+        default="none",
+        choices=compressors,
+        help="the transformer's linear layers as two low-rank factors each, ranks allocated "
+        "under --linear-ratio by the output error each kept direction saves (default: none): "
+        + "; ".join(f"{c}: {get_linears(c).help}" for c in compressors[1:])
+        + "; calibrated on --calib-text if given, else on text the model generates; "
+        "combines with --quantize (the factors are quantized) and every --method",
+    )
+    p.add_argument(
+        "--linear-ratio",
+        type=float,
+        metavar="R",
+        help="--linears: the linear layers' stored weight parameters as a fraction of the "
+        "original, in (0, 1) (groups whose factors would not be smaller stay dense)",
+    )
     p.add_argument(
         "--runtime",
         default=DEFAULT_RUNTIME,
@@ -58,10 +78,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
-    from tensorgpt.export.methods import all_options
+    from tensorgpt.export.linears import LinearSpec, get_linears
+    from tensorgpt.export.methods import all_options, get_method
 
     fields = {f.name for f in dataclasses.fields(CompressionSpec)}
     values = {o.name: getattr(args, o.name) for o in all_options()}
+    linears = LinearSpec(args.linears, args.linear_ratio, args.calib_text)
+    # --calib-text serves the linear layers too; the table method takes it only if it
+    # calibrates (tc), so it is not refused for --method none or int8-rows here
+    table_takes_text = "calib_text" in {o.name for o in get_method(args.method).options}
+    if args.linears != "none" and get_linears(args.linears).calibrated and not table_takes_text:
+        values["calib_text"] = None
     spec = CompressionSpec(
         method=args.method,
         **{k: v for k, v in values.items() if k in fields},
@@ -74,6 +101,7 @@ def run_export(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         force=args.force,
         runtime=args.runtime,
+        linears=linears,
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -90,6 +118,13 @@ def summary(manifest: dict) -> str:
         f"verification: {'passed' if v['passed'] else 'FAILED'}, max abs logit diff "
         f"{v['max_abs_logit_diff']:.2e}, greedy tokens match: {v['greedy_match']}",
     ]
+    lin = manifest.get("linears")
+    if lin:
+        factored = sum(g["rank"] is not None for g in lin["groups"])
+        lines.append(
+            f"linears: {lin['method']}, {factored} of {len(lin['groups'])} groups factored, "
+            f"{lin['stored_ratio']:.3f} of the linear weights' parameters"
+        )
     rec = manifest.get("reconstruction")
     if rec:
         lines.append(

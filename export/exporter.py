@@ -44,6 +44,8 @@ from tensorgpt.export.assemble import attach_embedding_and_head
 from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
 from tensorgpt.export.compress import CompressionSpec, compress_embedding
+from tensorgpt.export.dedupe_matmuls import dedupe_matmuls
+from tensorgpt.export.linears.base import LinearSpec
 from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
 from tensorgpt.export.packed.assemble import attach_packed_embedding_and_head
@@ -78,8 +80,12 @@ def export_model(
     log: Callable[[str], None] = _log,
     runtime: str = DEFAULT_RUNTIME,
     body_cache: dict[str, onnx.ModelProto] | None = None,
+    linears: LinearSpec | None = None,
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input.
+
+    linears: factor the transformer's linear layers (`--linears`, export/linears/) before the
+    body is traced; the quantizer then sees the factors as the body's weights.
 
     body_cache: pass the same dict to several exports of one checkpoint (other methods) to
     trace its body once; the body graph does not depend on the method (most of an export's
@@ -98,6 +104,8 @@ def export_model(
     if quantizer.int8_cores and get_method(spec.method).int8_cores:
         spec = dataclasses.replace(spec, int8_cores=True)  # `--quantize int8` covers TT cores
     spec.validate()
+    linears = linears or LinearSpec()
+    linears.validate()
     if not str(out_dir).strip():  # Path("") would be ".", the working directory
         raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
@@ -110,7 +118,7 @@ def export_model(
     with out_dir_lock(out_dir.resolve()):
         check_target(out_dir, force, source_at)  # again: another export may have just finished
         remove_stale(out_dir.resolve().parent, log)
-        return _export(source, out_dir, spec, quantizer, runtime, log, body_cache)
+        return _export(source, out_dir, spec, quantizer, runtime, log, body_cache, linears)
 
 
 def _export(
@@ -121,6 +129,7 @@ def _export(
     runtime: str,
     log: Callable[[str], None],
     body_cache: dict[str, onnx.ModelProto] | None,
+    linears: LinearSpec,
 ) -> dict:
     packed = runtime == "packed"
     started = time.perf_counter()
@@ -150,6 +159,15 @@ def _export(
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
     bias = adapter.head_bias()
     bias = None if bias is None else bias.detach().float().numpy()
+    linears_report = None
+    if linears.method != "none":
+        from tensorgpt.export.calibration import model_fingerprint
+        from tensorgpt.export.linears.base import compress_linears
+
+        with step(f"--linears {linears.method} (ratio {linears.ratio:g})", log):
+            fingerprint = model_fingerprint(adapter, loaded.tokenizer)
+            linears_report = compress_linears(adapter, loaded.tokenizer, linears, fingerprint, log)
+        body_cache = None  # the traced body differs from the checkpoint's
 
     with staged_folder(out_dir) as stage:
 
@@ -158,6 +176,8 @@ def _export(
             return step(f"--quantize {name}", log) if name != "none" else nullcontext()
 
         model = _body(adapter, stage, quantizer, loaded.resolved, body_cache, log, quantizing)
+        if linears_report is not None:
+            linears_report["deduplicated"] = dedupe_matmuls(model)
         if packed:
             with quantizing():
                 weights_report = quantizer.pack_weights(model, adapter, log)
@@ -222,6 +242,7 @@ def _export(
             loaded, adapter, spec, quantizer.name, embedding_info, parts, report, tied
         )
         manifest.weight_quantization = weights_report
+        manifest.linears = linears_report
         manifest.runtime = runtime
         manifest.fusions = fusions
         _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))

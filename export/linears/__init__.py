@@ -1,0 +1,45 @@
+"""Compressors of the transformer's own linear layers, one class per `--linears` mode,
+registered like export/quantizers/: each file here registers one `LinearCompressor`
+(base.py says what it states). They run on the PyTorch body before it is traced, so the
+graph, the quantizers and the parity check all see the factored layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from tensorgpt.export.linears.base import LinearCompressor, LinearSpec
+
+__all__ = ["LinearCompressor", "LinearSpec", "get_linears", "linears_names", "register"]
+
+_COMPRESSORS: dict[str, LinearCompressor] = {}
+
+
+def register(cls: type[LinearCompressor]) -> type[LinearCompressor]:
+    """Class decorator: make `cls` available as `--linears cls.name`."""
+    if cls.name in _COMPRESSORS:
+        raise ValueError(f"linear compressor {cls.name!r} is registered twice")
+    _COMPRESSORS[cls.name] = cls()
+    return cls
+
+
+def _registry() -> dict[str, LinearCompressor]:
+    if not _COMPRESSORS:
+        for info in pkgutil.iter_modules(__path__):
+            if info.name not in ("base", "factored"):
+                importlib.import_module(f"{__name__}.{info.name}")
+    return _COMPRESSORS
+
+
+def linears_names() -> list[str]:
+    return ["none"] + [
+        c.name for c in sorted(_registry().values(), key=lambda c: (c.order, c.name))
+    ]
+
+
+def get_linears(name: str) -> LinearCompressor:
+    compressors = _registry()
+    if name not in compressors:
+        raise ValueError(f"--linears must be one of {', '.join(linears_names())}, got {name!r}")
+    return compressors[name]
