@@ -10,7 +10,7 @@ what the export does), input only (decoded input, original head) and head only (
 input, decoded head; the original final hidden states are cached, so this is cheap).
 
     python benchmarks/domain_quality.py --calib valid --bits 2.2            # today's rule
-    python benchmarks/domain_quality.py --calib gen --weights mix --bits 2.67 1.33
+    python benchmarks/domain_quality.py --calib none --weights rule --bits 4 2.67   # tc's default
     python benchmarks/domain_quality.py --json ...
 
 Everything computed is cached in --cache-dir (token ids, hidden states, statistics,
@@ -141,9 +141,15 @@ def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
             os.path.join(cache_dir, "stats_valid.npz"),
             lambda: compute_stats(adapter_for(model), tok, text),
         )
-    if name.startswith("gen"):  # gen or gen<n_seq>x<length>
-        spec = name[3:] or "32x256"
-        n_seq, length = (int(v) for v in spec.split("x"))
+    if name == "gen":  # what `tc` without --calib-text uses (cached like the export's)
+        from tensorgpt.export.calibration import default_cache_dir, model_fingerprint
+        from tensorgpt.export.generated_calibration import generated_stats
+
+        adapter = adapter_for(model)
+        fp = model_fingerprint(adapter, tok)
+        return generated_stats(adapter, tok, GenerationConfig(), fp, default_cache_dir())
+    if name.startswith("gen"):  # gen<n_seq>x<length>: other sizes, cached here
+        n_seq, length = (int(v) for v in name[3:].split("x"))
         cfg = GenerationConfig(sequences=n_seq, length=length)
         ids = _cached(
             os.path.join(cache_dir, f"gen_{n_seq}x{length}.npz"),
@@ -195,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bits", type=float, nargs="+", default=[2.2])
     ap.add_argument("--floor", type=float, nargs="+", default=[None])
     ap.add_argument("--head-only", action="store_true", help="screen: skip the tied forward")
-    ap.add_argument("--gen", default="gen8x512", help="generated calibration for --weights rule")
+    ap.add_argument("--gen", default="gen", help="generated calibration for --weights rule")
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
