@@ -70,11 +70,15 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
 
+    from tensorgpt.export.methods.tc import DEFAULT_BITS, DEFAULT_BITS_ANY_DOMAIN
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    spec = CompressionSpec(method="tc", bits_per_weight=3.0)
+    spec = CompressionSpec(method="tc")
     first = export_model(str(tiny_llama), tmp_path / "a", spec, log=lambda _: None)
     info = first["embedding_info"]
     assert first["verification"]["passed"]
+    # no text, domain unknown: the any-domain budget, not the in-domain one
+    assert DEFAULT_BITS < info["bits_per_weight"] <= DEFAULT_BITS_ANY_DOMAIN
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
