@@ -93,6 +93,28 @@ perplexity on the first 8192 tokens (design.md's 25.49 is on the first 2048).
   the exporter stores TT rank 4's four token-independent cores once (38.1 MB as stored), so
   the SVD baseline holds 1.19x the bytes of `tt-r4`, and still breaks the model.
 
+## Per domain (issue 19)
+
+Hand-written; the tables below this section are on wikitext-2 test only. Four domains, first
+8192 tokens each, none used for calibration: wikitext-2 test, Python source (the
+interpreter's Lib/*.py), Debian's license texts, Debian's fortunes (`python -m
+tensorgpt.domain_texts DIR`). In process (same weights and table decode as the export):
+`python benchmarks/domain_quality.py --calib none --weights rule --bits 5.33 4` (tied) and
+`... --bits 3.2 2.67 1.33 --head-only`, `... --codec int8-rows --head-only`; the `tc` rows
+here calibrate without a user text (what `tc` does without `--calib-text`).
+
+| table | ratio | wikitext-2 | python | licenses | fortunes | worst |
+|---|---:|---:|---:|---:|---:|---:|
+| int8 rows (head only) | 4.0 | -0.07% | +0.03% | -0.05% | -0.02% | +0.03% |
+| tc 5.33 bits (default without a text) | 6.0 | +1.25% | +0.90% | +1.02% | +0.49% | +1.25% |
+| tc 4 bits | 8.0 | +1.44% | +3.12% | +2.03% | +1.67% | +3.12% |
+| tc 3.2 bits (head only) | 10.0 | +2.53% | +7.82% | +5.45% | +2.45% | +7.82% |
+| tc 2.67 bits (head only) | 12.0 | +5.17% | +16.97% | +12.49% | +4.50% | +16.97% |
+| tc 1.33 bits (head only) | 24.1 | +29.9% | +158.6% | +115.9% | +26.6% | +158.6% |
+| tc 2.2 bits, `--calib-text` wikitext-2 valid (4096 tokens) | 14.5 | -0.23% | +186.8% | +138.0% | +70.9% | +186.8% |
+
+E2E_RESULTS
+
 ![file size against perplexity, SmolLM2-135M](results.png)
 
 """
