@@ -69,7 +69,6 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     second export reads the cache (same bytes), a user text is mixed by the unseen mass."""
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
-
     from tensorgpt.export.methods.tc import DEFAULT_BITS, DEFAULT_BITS_ANY_DOMAIN
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
