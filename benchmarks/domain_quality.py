@@ -10,7 +10,7 @@ what the export does), input only (decoded input, original head) and head only (
 input, decoded head; the original final hidden states are cached, so this is cheap).
 
     python benchmarks/domain_quality.py --calib valid --bits 2.2            # today's rule
-    python benchmarks/domain_quality.py --calib gen --weights mix --bits 2.67 1.33
+    python benchmarks/domain_quality.py --calib none --weights rule --bits 4 2.67   # tc's default
     python benchmarks/domain_quality.py --json ...
 
 Everything computed is cached in --cache-dir (token ids, hidden states, statistics,
@@ -141,9 +141,15 @@ def get_stats(name: str, model, tok, cache_dir: str) -> dict[str, np.ndarray]:
             os.path.join(cache_dir, "stats_valid.npz"),
             lambda: compute_stats(adapter_for(model), tok, text),
         )
-    if name.startswith("gen"):  # gen or gen<n_seq>x<length>
-        spec = name[3:] or "32x256"
-        n_seq, length = (int(v) for v in spec.split("x"))
+    if name == "gen":  # what `tc` without --calib-text uses (cached like the export's)
+        from tensorgpt.export.calibration import default_cache_dir, model_fingerprint
+        from tensorgpt.export.generated_calibration import generated_stats
+
+        adapter = adapter_for(model)
+        fp = model_fingerprint(adapter, tok)
+        return generated_stats(adapter, tok, GenerationConfig(), fp, default_cache_dir())
+    if name.startswith("gen"):  # gen<n_seq>x<length>: other sizes, cached here
+        n_seq, length = (int(v) for v in name[3:].split("x"))
         cfg = GenerationConfig(sequences=n_seq, length=length)
         ids = _cached(
             os.path.join(cache_dir, f"gen_{n_seq}x{length}.npz"),
@@ -188,14 +194,63 @@ def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
     raise ValueError(kind)
 
 
+def calibration(args, model, tok, V: int):
+    """(row importance, metric) of --weights / --calib / --gen."""
+    if args.weights == "rule":  # tt_ops/row_prior.py: model mass + tokenizer prior (+ user)
+        from tensorgpt.tt_ops.row_prior import row_importance
+
+        gst = get_stats(args.gen, model, tok, args.cache_dir)
+        ust = None if args.calib == "none" else get_stats(args.calib, model, tok, args.cache_dir)
+        w, pis = row_importance(
+            V, model_mass=gst["q"][:V], user_counts=None if ust is None else ust["counts"][:V]
+        )
+        sens = sensitivity_metric(gst)
+        if ust is not None:
+            sens = pis["user"] * sensitivity_metric(ust) + (1 - pis["user"]) * sens
+        print(f"# mixture {pis}", flush=True)
+        return w, sens
+    st = get_stats(args.calib, model, tok, args.cache_dir)
+    return row_weights(args.weights, st, V), sensitivity_metric(st)
+
+
+def baseline_table(codec: str, table: np.ndarray) -> tuple[np.ndarray, int]:
+    """Decoded table and stored bytes of --codec int8-rows / int4-rows."""
+    from tensorgpt.tt_ops import row_codecs
+
+    if codec == "int8-rows":  # as export/embedding_graph.py: int8 codes, fp16 row scales
+        codes, scale = row_codecs.quantize_int8(table, (1,))
+        return row_codecs.dequantize_int8(codes, scale), codes.nbytes + scale.nbytes
+    codes, scale = row_codecs.quantize_int4_blocks(table)
+    return row_codecs.dequantize_int4_blocks(codes, scale), codes.nbytes + scale.nbytes
+
+
+def score(ev, dec, res: dict, args, base: dict, tag: str) -> dict:
+    """res + the perplexity change per domain in each mode (tied, head, input)."""
+    modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
+    if args.head_only:
+        del modes["tied"]
+    if args.split:
+        modes["input"] = (dec, None)
+    for mode, (i, h) in modes.items():
+        nll = ev.nll(i, h)
+        np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
+        p = ppl(nll)
+        res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
+    res["worst"] = max(res["head" if args.head_only else "tied"].values())
+    res["load"] = [round(x, 1) for x in os.getloadavg()]
+    print(json.dumps(res), flush=True)
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calib", default="valid")
     ap.add_argument("--weights", default="counts")
+    ap.add_argument("--codec", default="tc", choices=["tc", "int8-rows", "int4-rows"])
     ap.add_argument("--bits", type=float, nargs="+", default=[2.2])
     ap.add_argument("--floor", type=float, nargs="+", default=[None])
     ap.add_argument("--head-only", action="store_true", help="screen: skip the tied forward")
-    ap.add_argument("--gen", default="gen8x512", help="generated calibration for --weights rule")
+    ap.add_argument("--gen", default="gen", help="generated calibration for --weights rule")
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
@@ -220,56 +275,31 @@ def main(argv=None) -> int:
     base = ppl(base_nll)
     print(f"# base {base} ({time.time() - t0:.0f}s, load {os.getloadavg()})", flush=True)
     V = ev.table.shape[0]
-    if args.weights == "rule":  # tt_ops/row_prior.py: model mass + tokenizer prior (+ user)
-        from tensorgpt.tt_ops.row_prior import row_importance
-
-        gst = get_stats(args.gen, model, tok, args.cache_dir)
-        ust = None if args.calib == "none" else get_stats(args.calib, model, tok, args.cache_dir)
-        w, pis = row_importance(
-            V, model_mass=gst["q"][:V], user_counts=None if ust is None else ust["counts"][:V]
-        )
-        sens = sensitivity_metric(gst)
-        if ust is not None:
-            sens = pis["user"] * sensitivity_metric(ust) + (1 - pis["user"]) * sens
-        print(f"# mixture {pis}", flush=True)
-    else:
-        st = get_stats(args.calib, model, tok, args.cache_dir)
-        w = row_weights(args.weights, st, V)
-        sens = sensitivity_metric(st)
     rows = []
-    for b, floor in [(b, f) for b in args.bits for f in args.floor]:
+    if args.codec != "tc":  # the calibration-free baselines (export/methods/int_rows.py)
+        dec, nbytes = baseline_table(args.codec, ev.table)
+        res = {"codec": args.codec, "ratio": ev.table.nbytes / nbytes}
+        rows.append(score(ev, dec, res, args, base, args.codec))
+    else:
+        w, sens = calibration(args, model, tok, V)
+    for b, floor in [(b, f) for b in args.bits for f in args.floor] * (args.codec == "tc"):
         t = time.time()
         kw = {} if floor is None else {"floor_bits": floor}
         enc = fit_transform_code(
             ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, **kw
         )
         dec = enc.decode()
-        fit_s = time.time() - t
-        tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
-        np.save(os.path.join(args.cache_dir, f"table_{tag}.npy"), dec.astype(np.float32))
-        np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
         res = {
             "bits": b,
             "floor": enc.meta["floor_bits"],
             "ratio": ev.table.nbytes / enc.nbytes(),
-            "fit_s": fit_s,
+            "fit_s": round(time.time() - t, 1),
+            "class_sizes": enc.meta["class_sizes"],
+            "class_bpw": [round(x, 2) for x in enc.meta["class_bits_per_weight"]],
         }
-        res["class_sizes"] = enc.meta["class_sizes"]
-        res["class_bpw"] = [round(x, 2) for x in enc.meta["class_bits_per_weight"]]
-        modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
-        if args.head_only:
-            del modes["tied"]
-        if args.split:
-            modes["input"] = (dec, None)
-        for mode, (i, h) in modes.items():
-            nll = ev.nll(i, h)
-            np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
-            p = ppl(nll)
-            res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
-        res["worst"] = max(res["head" if args.head_only else "tied"].values())
-        res["load"] = os.getloadavg()
-        rows.append(res)
-        print(json.dumps(res), flush=True)
+        tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
+        np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
+        rows.append(score(ev, dec, res, args, base, tag))
     if args.json:
         print(
             json.dumps({"base": base, "calib": args.calib, "weights": args.weights, "rows": rows})

@@ -156,11 +156,13 @@ def test_export_help_states_the_defaults_the_code_uses():
     from tensorgpt.export.commands import add_export_arguments
     from tensorgpt.export.methods.svd import DEFAULT_RANK as SVD_DEFAULT_RANK
     from tensorgpt.export.methods.tc import DEFAULT_BITS as TC_DEFAULT_BITS
+    from tensorgpt.export.methods.tc import DEFAULT_BITS_ANY_DOMAIN as TC_ANY_DOMAIN
 
     parser = argparse.ArgumentParser()
     add_export_arguments(parser)
     helps = {a.dest: a.help for a in parser._actions}
     assert f"default: {TC_DEFAULT_BITS:g}," in helps["bits_per_weight"]
+    assert f"; {TC_ANY_DOMAIN:g}, 6x, without" in helps["bits_per_weight"]
     assert f"default: {SVD_DEFAULT_RANK})" in helps["rank"]
     assert "tc: transform coding, calibrated on the model's own samples" in helps["method"]
     assert helps["method"].startswith("token-embedding compression (default: none)")

@@ -16,13 +16,16 @@ def model_and_tokenizer(tiny_llama):
     return model, AutoTokenizer.from_pretrained(str(tiny_llama))
 
 
-def test_samples_are_seeded_and_leave_the_global_rng_alone(model_and_tokenizer):
+def test_samples_are_seeded_and_leave_the_global_rng_alone(model_and_tokenizer, capsys):
     import torch
 
     model, tok = model_and_tokenizer
     cfg = gc.GenerationConfig(sequences=3, length=12, seed=0)
     torch.manual_seed(123)
     a = gc.generate_windows(model, tok, cfg)
+    log = capsys.readouterr().err.splitlines()  # one batched call: one start and one end line
+    assert log[0] == "[export] sampling 3 x 12 calibration tokens: 12 tokens ..."
+    assert log[-1].startswith("[export] sampling 3 x 12 calibration tokens: 12 tokens done in")
     after = torch.rand(1)
     torch.manual_seed(123)
     assert torch.equal(torch.rand(1), after)  # the caller's random stream is unchanged
@@ -45,6 +48,20 @@ def test_starts_cover_eos_bos_and_the_chat_turn(model_and_tokenizer):
     assert starts == [[tok.eos_token_id]]  # the chat prefix is that same token: not repeated
 
 
+def test_starts_of_different_lengths_share_one_left_padded_batch(model_and_tokenizer, monkeypatch):
+    """Starts of different lengths go into one call (left-padded, masked); every window is
+    the `length` tokens sampled after its own start, none of the padding or start."""
+    model, tok = model_and_tokenizer
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda x, **k: calls.append(x) or generate(x, **k))
+    starts = [[tok.eos_token_id], [tok.eos_token_id, 5, 6, 7]]
+    monkeypatch.setattr(gc, "generation_starts", lambda _: starts)
+    ids = gc.generate_windows(model, tok, gc.GenerationConfig(sequences=4, length=6))
+    assert len(calls) == 1 and calls[0].shape == (4, 4)
+    assert ids.shape == (4, 6)
+
+
 def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     tiny_llama, tmp_path, monkeypatch
 ):
@@ -52,12 +69,15 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     second export reads the cache (same bytes), a user text is mixed by the unseen mass."""
     from tensorgpt.export.compress import CompressionSpec
     from tensorgpt.export.exporter import export_model
+    from tensorgpt.export.methods.tc import DEFAULT_BITS, DEFAULT_BITS_ANY_DOMAIN
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    spec = CompressionSpec(method="tc", bits_per_weight=3.0)
+    spec = CompressionSpec(method="tc")
     first = export_model(str(tiny_llama), tmp_path / "a", spec, log=lambda _: None)
     info = first["embedding_info"]
     assert first["verification"]["passed"]
+    # no text, domain unknown: the any-domain budget, not the in-domain one
+    assert DEFAULT_BITS < info["bits_per_weight"] <= DEFAULT_BITS_ANY_DOMAIN
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
