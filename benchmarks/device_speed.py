@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-# wikitext-2 beside the repo, or where TENSORGPT_WIKITEXT says (as benchmarks/domain_quality.py)
-WIKITEXT = os.environ.get(
-    "TENSORGPT_WIKITEXT", str(Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2")
-)
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
+
+# wikitext-2 beside the repo, or where TENSORGPT_DATA says (tensorgpt/domain_texts.py)
+WIKITEXT = DEFAULT_WIKITEXT
 TEST_TEXT = Path(WIKITEXT) / "test.txt"
 PROMPT_TOKENS, DECODE_TOKENS, GREEDY_PROMPT, GREEDY_STEPS, WINDOW = 128, 64, 32, 64, 512
 TARGETS = {"rss_after_load_mb": 1.2, "decode_ms": 1.0, "ttft_ms": 1.0}
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, folder = item.partition("=")
         contenders.append((name, "ours", Path(folder)))
     if not TEST_TEXT.is_file():
-        p.error(f"no wikitext-2 test text at {TEST_TEXT} (set TENSORGPT_WIKITEXT to its folder)")
+        p.error(f"no wikitext-2 test text at {TEST_TEXT} (set TENSORGPT_DATA to its folder)")
     ids = _tokens(contenders[1][2], args.ppl_tokens)
     scratch = None
     if args.ort_int4:

@@ -25,14 +25,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_frontier import load_model  # noqa: E402
 
-from tensorgpt.domain_texts import domains  # noqa: E402
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT, domains  # noqa: E402
 from tensorgpt.export.calibration import (  # noqa: E402
     WINDOW,
     compute_stats,
@@ -46,9 +45,7 @@ from tensorgpt.export.generated_calibration import (  # noqa: E402
 from tensorgpt.models import adapter_for  # noqa: E402
 
 EVAL_TOKENS = 8192
-DATA = os.environ.get(
-    "TENSORGPT_WIKITEXT", str(Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2")
-)
+DATA = DEFAULT_WIKITEXT
 
 
 def _cached(path: str, make):

@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 
 from tensorgpt.compare import SpeedOptions, TextOptions, compare
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
 from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
 from tensorgpt.export.linears import LinearSpec
 from tensorgpt.export.load import LoadedModel, load
 
-DATA = os.environ.get(
-    "TENSORGPT_WIKITEXT", str(Path(__file__).resolve().parents[1].parent / "shared/data/wikitext-2")
-)
+DATA = DEFAULT_WIKITEXT
 GRID = (
     "q4",
     "int8-rows-q4",

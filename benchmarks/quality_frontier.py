@@ -42,10 +42,11 @@ import time
 
 import numpy as np
 
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
 from tensorgpt.export.calibration import WINDOW, compute_stats, sensitivity_metric
 from tensorgpt.models import adapter_for
 
-DATA = os.environ.get("TENSORGPT_WIKITEXT", "/work/shared/data/wikitext-2")
+DATA = DEFAULT_WIKITEXT
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EVAL_TOKENS = 2048
 

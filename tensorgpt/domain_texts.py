@@ -48,8 +48,10 @@ FORTUNE_FILES = (
     "miscellaneous",
 )
 LICENSE_DIR = Path("/usr/share/common-licenses")
+# The folder holding wikitext-2 valid.txt/test.txt: TENSORGPT_DATA (as scripts/main_job.sh), else
+# ../shared/data/wikitext-2 beside the repo.
 DEFAULT_WIKITEXT = os.environ.get(
-    "TENSORGPT_WIKITEXT",
+    "TENSORGPT_DATA",
     str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"),
 )
 
