@@ -145,6 +145,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
         adapter, weights_report = built["adapter"], built["weights_report"]
         if weights_report:
             weights_report["source_is_gguf"] = False
+            weights_report["tensors"] = dict(sorted(weights_report["tensors"].items()))
             for line in rerounded_lines(weights_report):
                 log(line)
         tokenizer.save_pretrained(str(stage))
