@@ -31,11 +31,34 @@ from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
 from tensorgpt.export.atomic import staged_folder
 from tensorgpt.export.checkpoint_tensors import CheckpointTensors, ParameterMap, has_safetensors
-from tensorgpt.export.compress import CompressionSpec, compress_embedding
+from tensorgpt.export.compress import CompressionSpec
+from tensorgpt.export.embedding_graph import DenseEmbedding
 from tensorgpt.export.stream_write import Deferred, save_streaming
 
 STREAM_METHODS = ("none",)
 STREAM_QUANTIZERS = ("none", "q4")
+
+
+class DeferredDense(DenseEmbedding):
+    """A dense (V, D) table stored as a placeholder (GraphBuilder.placeholder): same nodes
+    and initializer name as DenseEmbedding, values filled in when the file is written."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.weight = None
+        self.vocab_size, self.dim = shape
+        self._name = None
+
+    def _initializer(self, b) -> str:
+        if self._name is None:
+            self._name = b.placeholder("weight", (self.vocab_size, self.dim), np.float32)
+        return self._name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def dense(self) -> np.ndarray:
+        raise RuntimeError("a streaming export's table is read when written, not held")
 
 
 def check_streamable(source: str, spec: CompressionSpec, quantize: str, runtime: str) -> Path:
@@ -98,17 +121,14 @@ def build_file(
     weights_report = None
     if quantize == "q4":
         _, weights_report = quantize_weights_q4(body, deferred, keep_decoded)
-    table = table_read()
-    embedding, info = compress_embedding(table, spec, None, None)
-    untied = None if head_read is None else head_read()
+    # --method none: the dense tables are placeholders too, read when they are written
+    table_shape = tuple(adapter.token_embedding().weight.shape)
+    embedding, info = DeferredDense(table_shape), {"reconstruction": None}  # as methods/none.py
+    untied = None if head_read is None else DeferredDense(tuple(adapter.lm_head().weight.shape))
     attach_embedding_and_head(body, embedding, untied, bias)
-    del table, untied, embedding
-    # the dense tables are read again when written, instead of living in the graph till then
-    for tensor in body.graph.initializer:
-        source = {"embedding.weight": table_read, "lm_head.weight": head_read}.get(tensor.name)
-        if source is not None:
-            tensor.ClearField("raw_data")
-            deferred[tensor.name] = Deferred(source, tensor.name)
+    deferred[embedding.name] = Deferred(table_read, "embedding")
+    if untied is not None:
+        deferred[untied.name] = Deferred(head_read, "lm_head")
     parts = mf.initializer_bytes(body)
     save_streaming(body, deferred, model_path, log)
     return {
