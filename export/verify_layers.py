@@ -15,6 +15,7 @@ tolerance of export/verify.py (`FP32_TOLERANCE`) applies to every source dtype.
 from __future__ import annotations
 
 import copy
+import gc
 import re
 import shutil
 from pathlib import Path
@@ -58,7 +59,7 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
 
     from tensorgpt.export.lazy_body import skeleton
     from tensorgpt.export.streaming import build_file
-    from tensorgpt.export.verify import verify
+    from tensorgpt.export.verify import compare_with_onnx, torch_reference
     from tensorgpt.export.weight_blocks import load_decoded_into_torch
     from tensorgpt.models import adapter_for
 
@@ -91,7 +92,11 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
             model.tie_weights()
         if decoded:
             load_decoded_into_torch(adapter.decoder_body(), decoded)
-        report = verify(str(work / MODEL_FILE), model, adapter, tokenizer, quantized=False)
+        ids, logits, tokens = torch_reference(model, adapter, tokenizer)
+        shape = adapter.shape()
+        del model, adapter, decoded, built  # PyTorch's copy goes before onnxruntime loads
+        gc.collect()
+        report = compare_with_onnx(str(work / MODEL_FILE), shape, ids, logits, tokens, False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     whole = total <= len(layers)

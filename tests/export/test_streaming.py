@@ -81,3 +81,24 @@ def test_stream_refuses_a_checkpoint_without_safetensors(tiny_gpt2, tmp_path, ca
     code = cli_main(["export", str(ckpt), str(tmp_path / "out"), "--stream"])
     err = capsys.readouterr().err
     assert code == 2 and "reads a local safetensors checkpoint folder" in err
+
+
+def test_an_interrupted_write_leaves_nothing_behind(tiny_llama, tmp_path, monkeypatch):
+    """Ctrl-C half-way through the tensors leaves OUT_DIR as it was (absent here), no
+    half-written model.onnx.data and no staging folder."""
+    from tensorgpt.export import stream_write
+
+    real_track, written = stream_write.track, []
+
+    def interrupted(items, *args, **kwargs):
+        for item in real_track(items, *args, **kwargs):
+            if len(written) == 5:
+                raise KeyboardInterrupt
+            written.append(item.name)
+            yield item
+
+    monkeypatch.setattr(stream_write, "track", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(str(tiny_llama), tmp_path / "out", log=lambda _: None, stream=True)
+    assert len(written) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
