@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -144,6 +145,21 @@ def write_checkpoint(shape: str, folder: Path) -> dict:
     return {"params": params, "largest_fp32_bytes": 4 * largest, "disk_bytes": disk}
 
 
+def existing(folder: Path) -> dict | None:
+    """write_checkpoint's numbers for a checkpoint written earlier (read from its headers)."""
+    if not (folder / "config.json").is_file() or not (folder / "tokenizer.json").is_file():
+        return None
+    from tensorgpt.export.checkpoint_tensors import CheckpointTensors
+
+    try:
+        tensors = CheckpointTensors(folder)
+    except ValueError:
+        return None
+    sizes = [math.prod(tensors.shape(k)) for k in tensors.keys()]
+    disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return {"params": sum(sizes), "largest_fp32_bytes": 4 * max(sizes), "disk_bytes": disk}
+
+
 def checkpoint_estimate(shape: str) -> int:
     """Bytes the checkpoint will take on disk (to check free space before writing)."""
     family, o, dtype = SHAPES[shape]
@@ -205,7 +221,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="gpt2", help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--variants", default="none,q4", help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--stream", choices=["off", "on", "both"], default="both")
-    ap.add_argument("--work", help="folder for checkpoints and exports (kept; default: temp)")
+    ap.add_argument("--work", help="folder for checkpoints and exports (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the checkpoints (with --work)")
     args = ap.parse_args()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.stream]
     table = []
@@ -219,7 +236,8 @@ def main() -> None:
                 print(f"{shape}: needs ~{2.2 * need / 1e9:.1f} GB free, {free / 1e9:.1f} GB here")
                 continue
             started = time.perf_counter()
-            info = write_checkpoint(shape, ckpt)
+            info = existing(ckpt) if args.work else None  # a kept checkpoint is reused
+            info = info or write_checkpoint(shape, ckpt)
             print(
                 f"{shape}: wrote {info['disk_bytes'] / 1e9:.2f} GB, {info['params'] / 1e9:.3f}B "
                 f"params in {time.perf_counter() - started:.0f} s",
@@ -245,7 +263,8 @@ def main() -> None:
                     print(f"{shape} {variant}: same graph and tensors: {same_content(*outs)}")
                 for out in outs:
                     shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(ckpt, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(ckpt, ignore_errors=True)
     print("\n| shape | variant | stream | peak RSS GB | target GB | s | s per 1B params | load |")
     print("|---|---|---|---|---|---|---|---|")
     for r in table:

@@ -98,12 +98,9 @@ def build_file(
     manifest needs (adapter, skeleton, embedding info, byte parts, weight report, tied)."""
     from tensorgpt.export.lazy_body import skeleton, trace_body
     from tensorgpt.export.weight_blocks import quantize_weights_q4
-    from tensorgpt.models import adapter_for
 
     model = skeleton(config)
-    adapter = adapter_for(model)
-    if adapter.hook_quirks():
-        raise ValueError(f"--stream does not support {type(model).__name__} yet; export without it")
+    adapter = skeleton_adapter(model)
     params = params_map(ParameterMap(CheckpointTensors(folder), model.base_model_prefix))
     names = {id(p): n for n, p in model.named_parameters()}  # a tied head: the table's name
 
@@ -125,7 +122,8 @@ def build_file(
     table_shape = tuple(adapter.token_embedding().weight.shape)
     embedding, info = DeferredDense(table_shape), {"reconstruction": None}  # as methods/none.py
     untied = None if head_read is None else DeferredDense(tuple(adapter.lm_head().weight.shape))
-    attach_embedding_and_head(body, embedding, untied, bias)
+    scale, quirks = adapter.embedding_scale(), adapter.head_quirks()
+    attach_embedding_and_head(body, embedding, untied, bias, scale, quirks)
     deferred[embedding.name] = Deferred(table_read, "embedding")
     if untied is not None:
         deferred[untied.name] = Deferred(head_read, "lm_head")
@@ -139,6 +137,24 @@ def build_file(
         "weights_report": weights_report,
         "tied": tied,
     }
+
+
+def skeleton_adapter(model):
+    """adapter_for(model) on a skeleton: the generic adapter's check looks up 4 rows of a
+    scaled embedding (Gemma), so the table is a stand-in of ones for that moment (a
+    zero-stride view: no memory), then the meta parameter again."""
+    import torch
+
+    from tensorgpt.models import adapter_for
+
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    stand_in = torch.ones((), dtype=weight.dtype).expand(weight.shape)
+    embedding.weight = torch.nn.Parameter(stand_in, requires_grad=False)
+    try:
+        return adapter_for(model)
+    finally:
+        embedding.weight = weight
 
 
 def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize: str, log) -> dict:

@@ -58,10 +58,9 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
     from accelerate.utils import set_module_tensor_to_device
 
     from tensorgpt.export.lazy_body import skeleton
-    from tensorgpt.export.streaming import build_file
+    from tensorgpt.export.streaming import build_file, skeleton_adapter
     from tensorgpt.export.verify import compare_with_onnx, torch_reference
     from tensorgpt.export.weight_blocks import load_decoded_into_torch
-    from tensorgpt.models import adapter_for
 
     total = config.num_hidden_layers
     layers = sorted({0, total - 1})
@@ -81,7 +80,7 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
             keep_decoded=decoded,
         )
         model = skeleton(sub)  # the traced one's buffers were moved to the meta device
-        adapter = adapter_for(model)
+        adapter = skeleton_adapter(model)
         params = LayerSubset(
             ParameterMap(CheckpointTensors(folder), model.base_model_prefix), layers
         )

@@ -22,14 +22,28 @@ def _graph_bytes(folder) -> bytes:
     return model.SerializeToString()
 
 
-@pytest.mark.parametrize(("family", "quantize"), [("llama", "q4"), ("gpt2", "none")])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("family", "quantize"),
+    [
+        ("llama", "q4"),
+        ("gpt2", "none"),
+        pytest.param("mistral", "q4", marks=SLOW),  # untied head, sliding window
+        pytest.param("gemma2", "none", marks=SLOW),  # embedding scale, logit soft cap
+    ],
+)
 def test_stream_writes_the_in_memory_export_byte_for_byte(
-    family, quantize, tiny_llama, tiny_gpt2, tmp_path, monkeypatch
+    family, quantize, tiny_llama, tiny_gpt2, tmp_path_factory, tmp_path, monkeypatch
 ):
     """Llama: transposed nn.Linear weights, q4 codes; GPT-2: Conv1D weights as stored, a
     tied head. The in-memory export is forced to external data (it uses it past 1.8 GB),
     the layout --stream always writes."""
-    ckpt = {"llama": tiny_llama, "gpt2": tiny_gpt2}[family]
+    from tests.conftest import family_checkpoint
+
+    known = {"llama": tiny_llama, "gpt2": tiny_gpt2}
+    ckpt = known.get(family) or family_checkpoint(tmp_path_factory, family)
     monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 0)
     memory, stream = tmp_path / "memory", tmp_path / "stream"
     export_model(str(ckpt), memory, quantize=quantize, log=lambda _: None)
