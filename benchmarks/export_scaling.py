@@ -155,7 +155,7 @@ def existing(folder: Path) -> dict | None:
         tensors = CheckpointTensors(folder)
     except ValueError:
         return None
-    sizes = [math.prod(tensors.shape(k)) for k in tensors.keys()]
+    sizes = [math.prod(tensors.shape(k)) for k in tensors.names()]
     disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     return {"params": sum(sizes), "largest_fp32_bytes": 4 * max(sizes), "disk_bytes": disk}
 

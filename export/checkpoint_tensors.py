@@ -75,7 +75,7 @@ class CheckpointTensors:
                 end - begin,
             )
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(self._entries)
 
     def shape(self, key: str) -> tuple[int, ...]:
@@ -122,7 +122,7 @@ class ParameterMap:
     def __init__(self, tensors: CheckpointTensors, base_prefix: str) -> None:
         self.tensors = tensors
         self.base_prefix = base_prefix  # e.g. "transformer" (GPT-2), "model" (Llama)
-        self._keys = set(tensors.keys())
+        self._keys = set(tensors.names())
 
     def key(self, name: str, shape: tuple[int, ...]) -> str:
         prefix = f"{self.base_prefix}."
