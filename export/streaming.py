@@ -139,6 +139,14 @@ def build_file(
     }
 
 
+def _peak_rss_gb() -> float:
+    """This process's peak resident set so far (Linux reports KiB), to tell which stage of a
+    large export sets the peak."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 def skeleton_adapter(model):
     """adapter_for(model) on a skeleton: the generic adapter's check looks up 4 rows of a
     scaled embedding (Gemma), so the table is a stand-in of ones for that moment (a
@@ -178,6 +186,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
     with staged_folder(out_dir) as stage:
         model_path = stage / MODEL_FILE
         built = build_file(folder, config, spec, quantize, model_path, log)
+        log(f"peak RSS after writing {MODEL_FILE}: {_peak_rss_gb():.2f} GB")
         adapter, weights_report = built["adapter"], built["weights_report"]
         if weights_report:
             weights_report["source_is_gguf"] = False
@@ -189,6 +198,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
             raise ValueError("the tokenizer did not save a tokenizer.json; the runtime needs one")
         with step("verifying against PyTorch (first and last layers, embedding, head)", log):
             report = verify_layers(folder, config, tokenizer, spec, quantize, stage, log)
+        log(f"peak RSS after the check: {_peak_rss_gb():.2f} GB")
         loaded = LoadedModel(built["model"], tokenizer, stored_path(source), str(folder))
         manifest = _manifest(
             loaded,
