@@ -185,6 +185,9 @@ def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
         "exit": proc.returncode,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    stages = re.findall(r"peak RSS after (.+?): ([\d.]+) GB", proc.stderr)
+    if stages:  # --stream says which stage set the peak
+        row["peak_rss_gb_after"] = {stage: float(gb) for stage, gb in stages}
     if proc.returncode == 0:
         manifest = json.loads((out / "manifest.json").read_text())
         row["file_mb"] = round(manifest["bytes"]["file"] / 1e6, 1)
