@@ -170,11 +170,18 @@ def _reader(params: ParameterMap, key: str) -> Callable[[], np.ndarray]:
     return lambda: params.tensors.read(key)
 
 
-def _lazy(ir, name: str, shape: tuple[int, ...], read: Callable[[], np.ndarray], source: str):
+def _lazy(
+    ir,
+    name: str,
+    shape: tuple[int, ...],
+    read: Callable[[], np.ndarray],
+    source: str,
+    transposed: bool = False,
+):
     tensor = ir.LazyTensor(
         lambda: ir.tensor(read()), dtype=ir.DataType.FLOAT, shape=ir.Shape(shape), name=name
     )
-    tensor.meta["deferred"] = Deferred(read, source)
+    tensor.meta["deferred"] = Deferred(read, source, transposed)
     return tensor
 
 
@@ -202,7 +209,7 @@ def _fold_weight_transposes(ir, graph) -> dict[str, int]:
         shape = tuple(np.empty(dims, dtype=np.bool_).transpose(perm).shape)
         out = node.outputs[0]
         read = _transposed(deferred.read, perm)
-        folded = _lazy(ir, out.name, shape, read, deferred.source)
+        folded = _lazy(ir, out.name, shape, read, deferred.source, transposed=True)
         value = ir.Value(
             name=out.name,
             type=ir.TensorType(ir.DataType.FLOAT),

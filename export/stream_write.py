@@ -31,6 +31,7 @@ class Deferred:
 
     read: Callable[[], np.ndarray]
     source: str  # the parameter it is (derived from), named as in the decoder body
+    transposed: bool = False  # the parameter's transpose (nn.Linear weights in MatMuls)
 
 
 def save_streaming(

@@ -20,6 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from tensorgpt.common.contract import MODEL_FILE
 from tensorgpt.export.checkpoint_tensors import CheckpointTensors, ParameterMap
 
@@ -57,10 +59,9 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
     import torch
     from accelerate.utils import set_module_tensor_to_device
 
-    from tensorgpt.export.lazy_body import skeleton
+    from tensorgpt.export.lazy_body import module_name, skeleton
     from tensorgpt.export.streaming import build_file, skeleton_adapter
     from tensorgpt.export.verify import compare_with_onnx, torch_reference
-    from tensorgpt.export.weight_blocks import load_decoded_into_torch
 
     total = config.num_hidden_layers
     layers = sorted({0, total - 1})
@@ -84,13 +85,19 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
         params = LayerSubset(
             ParameterMap(CheckpointTensors(folder), model.base_model_prefix), layers
         )
+        prefix = module_name(model, adapter.decoder_body()) + "."
         for name, param in list(model.named_parameters()):
-            values = params.tensors.read(params.key(name, tuple(param.shape)))
+            local = name[len(prefix) :] if name.startswith(prefix) else None
+            if local in decoded:  # q4: the decoded weight instead of the stored one
+                values = np.ascontiguousarray(decoded.pop(local))
+            else:
+                values = params.tensors.read(params.key(name, tuple(param.shape)))
             set_module_tensor_to_device(model, name, "cpu", value=torch.from_numpy(values))
+            del values
         if built["tied"]:
             model.tie_weights()
         if decoded:
-            load_decoded_into_torch(adapter.decoder_body(), decoded)
+            raise RuntimeError(f"decoded weights of no parameter: {sorted(decoded)[:3]}")
         ids, logits, tokens = torch_reference(model, adapter, tokenizer)
         shape = adapter.shape()
         del model, adapter, decoded, built  # PyTorch's copy goes before onnxruntime loads

@@ -70,8 +70,8 @@ def quantize_weights_q4(
     deferred: {initializer name: Deferred} of a streaming export (export/lazy_body.py). Such a
     weight is not read here: its codes, scales and minima become Deferred too, encoded when
     the file is written (one weight in memory at a time); the report's counts and `tensors`
-    (keyed by parameter name) fill in then, and its decoded copy goes to `keep_decoded` (when
-    given: a parity check on a few layers) instead of the returned dict.
+    (keyed by parameter name) fill in then, and its decoded values go to `keep_decoded` (when
+    given: a parity check on a few layers), keyed by parameter name in the parameter's layout.
     """
     deferred = {} if deferred is None else deferred
     inits = {t.name: t for t in model.graph.initializer}
@@ -148,7 +148,7 @@ def _account(report: dict, key: str, w: np.ndarray, back: np.ndarray, exact: np.
 def _deferred_blocks(source, report: dict, decoded: dict | None) -> list:
     """Three Deferred reads (codes, scales, minima) sharing one encode of `source`: the file
     writes them one after the other, so the encode is kept only until all three are read.
-    `decoded` (a small model's parity check) also collects the decoded weight."""
+    `decoded` (a small model's parity check) also collects the decoded weight, by name."""
     from tensorgpt.export.stream_write import Deferred
 
     cache: dict[int, np.ndarray] = {}
@@ -160,8 +160,8 @@ def _deferred_blocks(source, report: dict, decoded: dict | None) -> list:
                 packed, scale, minimum, exact = encode_q4_blocks_exact(w)
                 back = decode_q4_blocks(packed, scale, minimum)
                 _account(report, source.source, w, back, exact)
-                if decoded is not None:
-                    decoded[weight_key(w)] = back
+                if decoded is not None:  # in the parameter's own layout
+                    decoded[source.source] = back.T if source.transposed else back
                 cache.update({0: packed, 1: scale[:, None, :], 2: minimum[:, None, :]})
             values = cache.pop(i)
             return values
