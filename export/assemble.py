@@ -26,14 +26,15 @@ from tensorgpt.models.base import HeadQuirks
 def attach_embedding_and_head(
     body: onnx.ModelProto,
     embedding: EmbeddingGraph,
-    untied_head: np.ndarray | None = None,
+    untied_head: np.ndarray | EmbeddingGraph | None = None,
     head_bias: np.ndarray | None = None,
     embedding_scale: float | None = None,
     head_quirks: HeadQuirks | None = None,
 ) -> onnx.ModelProto:
     """Return `body` rewired to take input_ids and produce logits (modified in place).
 
-    untied_head: the (V, D) output matrix when the model does not tie it to the embedding.
+    untied_head: the (V, D) output matrix when the model does not tie it to the embedding
+    (or an EmbeddingGraph whose `table` stores it: a streaming export's placeholder).
     """
     graph = body.graph
     embed = GraphBuilder("embedding")
@@ -45,6 +46,8 @@ def attach_embedding_and_head(
     head = GraphBuilder("lm_head")
     if untied_head is None:
         table = embedding.table(embed)  # same builder: a dense tied table is stored once
+    elif isinstance(untied_head, EmbeddingGraph):
+        table = untied_head.table(head)
     else:
         table = DenseEmbedding(untied_head).table(head)
     vocab = embedding.vocab_size

@@ -71,6 +71,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "packed: 4-bit weights and an 8-bit tied table stay packed in RAM (onnxruntime's "
         "MatMulNBits; --quantize q4 or none; docs/device.md)",
     )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the checkpoint one tensor at a time: peak memory about the largest tensor "
+        "x 3 instead of the model x 3-9, for large models (a local safetensors folder; "
+        "--method none, --quantize none or q4; checks the first and last layers against "
+        "PyTorch; export/streaming.py)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -102,6 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
         force=args.force,
         runtime=args.runtime,
         linears=linears,
+        stream=args.stream,
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))

@@ -81,11 +81,13 @@ def export_model(
     runtime: str = DEFAULT_RUNTIME,
     body_cache: dict[str, onnx.ModelProto] | None = None,
     linears: LinearSpec | None = None,
+    stream: bool = False,
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input.
 
     linears: factor the transformer's linear layers (`--linears`, export/linears/) before the
     body is traced; the quantizer then sees the factors as the body's weights.
+    stream: read the checkpoint tensor by tensor (export/streaming.py) instead of loading it.
 
     body_cache: pass the same dict to several exports of one checkpoint (other methods) to
     trace its body once; the body graph does not depend on the method (most of an export's
@@ -109,6 +111,14 @@ def export_model(
     if not str(out_dir).strip():  # Path("") would be ".", the working directory
         raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
+    if stream:
+        from tensorgpt.export.streaming import check_streamable, export_streaming
+
+        if isinstance(source, LoadedModel):
+            raise ValueError("--stream reads a checkpoint folder, not a loaded model")
+        check_streamable(source, spec, quantize, runtime)
+        if linears.method != "none":
+            raise ValueError(f"--stream works without --linears, got --linears {linears.method}")
     if isinstance(source, LoadedModel):
         local = Path(source.resolved)
         source_at = local.resolve() if local.exists() else None
@@ -118,6 +128,8 @@ def export_model(
     with out_dir_lock(out_dir.resolve()):
         check_target(out_dir, force, source_at)  # again: another export may have just finished
         remove_stale(out_dir.resolve().parent, log)
+        if stream:
+            return export_streaming(source, out_dir, spec, quantize, log)
         return _export(source, out_dir, spec, quantizer, runtime, log, body_cache, linears)
 
 

@@ -31,6 +31,18 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, full))
         return full
 
+    def placeholder(self, name: str, shape: tuple[int, ...], dtype) -> str:
+        """An initializer with dims and type but no values yet (a streaming export fills it
+        when it writes the file: export/stream_write.py)."""
+        full = f"{self.prefix}.{name}"
+        if full in self._consts:
+            raise ValueError(f"initializer {full} exists already")
+        self._consts[full] = np.empty(0, dtype)
+        tensor = onnx.TensorProto(name=full, dims=list(shape))
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        self.initializers.append(tensor)
+        return full
+
     def ints(self, name: str, values: list[int]) -> str:
         return self.const(name, np.asarray(values, dtype=np.int64))
 

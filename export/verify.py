@@ -109,11 +109,25 @@ def _mean_nll(logits: np.ndarray, targets: np.ndarray) -> float:
 
 def verify(model_path: str, model, adapter: ModelAdapter, tokenizer, quantized: bool) -> dict:
     """Run both sides and return the report; `passed` is False when fp32 parity fails."""
-    import onnxruntime as ort
-
     shape = adapter.shape()
     ids = prompt_ids(tokenizer, shape.vocab_size)
     torch_logits, tokens = _torch_run(model, ids)
+    return compare_with_onnx(model_path, shape, ids, torch_logits, tokens, quantized)
+
+
+def torch_reference(model, adapter: ModelAdapter, tokenizer):
+    """PyTorch's side of the check alone: (prompt ids, logits, greedy tokens), so a caller
+    can free the model before onnxruntime loads the file (export/verify_layers.py)."""
+    ids = prompt_ids(tokenizer, adapter.shape().vocab_size)
+    return (ids, *_torch_run(model, ids))
+
+
+def compare_with_onnx(
+    model_path: str, shape, ids: np.ndarray, torch_logits, tokens: list[int], quantized: bool
+) -> dict:
+    """onnxruntime's side on the same prompt and tokens, and the report."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])

@@ -59,12 +59,21 @@ def weight_key(w: np.ndarray) -> str:
     return hashlib.sha256(w.tobytes() + str(w.shape).encode()).hexdigest()
 
 
-def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict]:
+def quantize_weights_q4(
+    model: onnx.ModelProto, deferred: dict | None = None, keep_decoded: dict | None = None
+) -> tuple[dict[str, np.ndarray], dict]:
     """Rewrite the body's MatMul/Gemm weights in place.
 
     Returns {weight_key(original (K, N)): decoded (K, N)} so PyTorch can run the same weights,
     and a report: weights and parameters converted, and how many were already on the grid.
+
+    deferred: {initializer name: Deferred} of a streaming export (export/lazy_body.py). Such a
+    weight is not read here: its codes, scales and minima become Deferred too, encoded when
+    the file is written (one weight in memory at a time); the report's counts and `tensors`
+    (keyed by parameter name) fill in then, and its decoded values go to `keep_decoded` (when
+    given: a parity check on a few layers), keyed by parameter name in the parameter's layout.
     """
+    deferred = {} if deferred is None else deferred
     inits = {t.name: t for t in model.graph.initializer}
     b = GraphBuilder("q4")
     decoded: dict[str, np.ndarray] = {}
@@ -83,32 +92,33 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
             continue
         if name not in inits or len(inits[name].dims) != 2 or inits[name].dims[0] % BLOCK:
             continue
-        w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        packed, scale, minimum, exact = encode_q4_blocks_exact(w)
-        back = decode_q4_blocks(packed, scale, minimum)
-        k, n = w.shape
+        k, n = inits[name].dims
         tag = f"w{len(replaced)}"
-        out = _decode_nodes(
-            b,
-            b.const(f"{tag}.q4", packed),
-            b.const(f"{tag}.scale", scale[:, None, :]),
-            b.const(f"{tag}.min", minimum[:, None, :]),
-            k,
-            n,
-        )
+        if name in deferred:
+            parts = _deferred_blocks(deferred.pop(name), report, keep_decoded)
+            shapes = [(k // BLOCK, BLOCK // 2, n), (k // BLOCK, 1, n), (k // BLOCK, 1, n)]
+            dtypes = [np.uint8, np.float16, np.float16]
+            names = []
+            for suffix, shape, dtype, part in zip(("q4", "scale", "min"), shapes, dtypes, parts):
+                names.append(b.placeholder(f"{tag}.{suffix}", shape, dtype))
+                deferred[names[-1]] = part
+            out = _decode_nodes(b, *names, k, n)
+        else:
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            packed, scale, minimum, exact = encode_q4_blocks_exact(w)
+            back = decode_q4_blocks(packed, scale, minimum)
+            out = _decode_nodes(
+                b,
+                b.const(f"{tag}.q4", packed),
+                b.const(f"{tag}.scale", scale[:, None, :]),
+                b.const(f"{tag}.min", minimum[:, None, :]),
+                k,
+                n,
+            )
+            decoded[weight_key(w)] = back
+            _account(report, weight_key(w), w, back, exact)
         replaced[name] = out
         node.input[1] = out
-        decoded[weight_key(w)] = back
-        change = float(np.abs(back - w).max() / max(float(np.abs(w).max()), 1e-30))
-        report["weights"] += 1
-        report["params"] += w.size
-        report["exact_weights"] += int(change <= 1e-6)
-        report["max_rel_change"] = max(report["max_rel_change"], change)
-        report["tensors"][weight_key(w)] = {
-            "shape": [k, n],
-            "exact_blocks": round(float(exact.mean()), 6),
-            "rel_rms_error": float(np.sqrt(np.mean((back - w) ** 2) / max(np.mean(w**2), 1e-30))),
-        }
     still_read = {i for node in model.graph.node for i in node.input}
     keep = [t for t in model.graph.initializer if t.name not in replaced or t.name in still_read]
     del model.graph.initializer[:]
@@ -118,6 +128,47 @@ def quantize_weights_q4(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], 
     del model.graph.node[:]
     model.graph.node.extend(b.nodes + body)
     return decoded, report
+
+
+def _account(report: dict, key: str, w: np.ndarray, back: np.ndarray, exact: np.ndarray) -> None:
+    """Count one converted weight in the report."""
+    k, n = w.shape
+    change = float(np.abs(back - w).max() / max(float(np.abs(w).max()), 1e-30))
+    report["weights"] += 1
+    report["params"] += w.size
+    report["exact_weights"] += int(change <= 1e-6)
+    report["max_rel_change"] = max(report["max_rel_change"], change)
+    report["tensors"][key] = {
+        "shape": [k, n],
+        "exact_blocks": round(float(exact.mean()), 6),
+        "rel_rms_error": float(np.sqrt(np.mean((back - w) ** 2) / max(np.mean(w**2), 1e-30))),
+    }
+
+
+def _deferred_blocks(source, report: dict, decoded: dict | None) -> list:
+    """Three Deferred reads (codes, scales, minima) sharing one encode of `source`: the file
+    writes them one after the other, so the encode is kept only until all three are read.
+    `decoded` (a small model's parity check) also collects the decoded weight, by name."""
+    from tensorgpt.export.stream_write import Deferred
+
+    cache: dict[int, np.ndarray] = {}
+
+    def part(i: int):
+        def read() -> np.ndarray:
+            if not cache:
+                w = source.read()
+                packed, scale, minimum, exact = encode_q4_blocks_exact(w)
+                back = decode_q4_blocks(packed, scale, minimum)
+                _account(report, source.source, w, back, exact)
+                if decoded is not None:  # in the parameter's own layout
+                    decoded[source.source] = back.T if source.transposed else back
+                cache.update({0: packed, 1: scale[:, None, :], 2: minimum[:, None, :]})
+            values = cache.pop(i)
+            return values
+
+        return read
+
+    return [Deferred(part(i), source.source) for i in range(3)]
 
 
 def load_decoded_into_torch(module, decoded: dict[str, np.ndarray]) -> dict[str, str]:

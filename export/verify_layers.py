@@ -1,0 +1,114 @@
+"""The parity check of a streaming export, in memory that fits: first and last layers only.
+
+A model too large to hold in PyTorch is checked through a smaller one built from the same
+checkpoint by the same streaming path: the embedding, the first and the last decoder layer
+(renumbered 0 and 1) and the head. Its ONNX file is written exactly as the large one is
+(trace without weights, deferred reads, q4 encode, embedding and head), and PyTorch runs the
+same tensors (for q4 the decoded weights), so a wrong name, transpose, quantization or
+assembly shows up as a logit difference. The report says what was checked (`checked`).
+
+Tolerance: the ONNX file computes in float32 whatever the checkpoint stores (bf16 and fp16
+are widened exactly when read, as `from_pretrained(dtype=float32)` does), so the float32
+tolerance of export/verify.py (`FP32_TOLERANCE`) applies to every source dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tensorgpt.common.contract import MODEL_FILE
+from tensorgpt.export.checkpoint_tensors import CheckpointTensors, ParameterMap
+
+_LAYER = re.compile(r"^(.*?\.)(\d+)(\..*)$")  # the first numeric path part: the layer index
+
+
+class LayerSubset(ParameterMap):
+    """A ParameterMap for a model of `len(layers)` layers whose layer j is `layers[j]`."""
+
+    def __init__(self, inner: ParameterMap, layers: list[int]) -> None:
+        super().__init__(inner.tensors, inner.base_prefix)
+        self.layers = layers
+
+    def key(self, name: str, shape: tuple[int, ...]) -> str:
+        match = _LAYER.match(name)
+        if match:
+            name = f"{match[1]}{self.layers[int(match[2])]}{match[3]}"
+        return super().key(name, shape)
+
+
+def subset_config(config, layers: list[int]):
+    """`config` with only `layers` (renumbered from 0)."""
+    sub = copy.deepcopy(config)
+    sub.num_hidden_layers = len(layers)
+    for field in ("layer_types", "no_rope_layers"):
+        values = getattr(sub, field, None)
+        if isinstance(values, list) and len(values) == config.num_hidden_layers:
+            setattr(sub, field, [values[i] for i in layers])
+    return sub
+
+
+def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: Path, log) -> dict:
+    """Export and check the first-and-last-layer model of `folder`; the verify.py report plus
+    `checked` (what the check covered)."""
+    import torch
+    from accelerate.utils import set_module_tensor_to_device
+
+    from tensorgpt.export.lazy_body import module_name, skeleton
+    from tensorgpt.export.streaming import build_file, skeleton_adapter
+    from tensorgpt.export.verify import compare_with_onnx, torch_reference
+
+    total = config.num_hidden_layers
+    layers = sorted({0, total - 1})
+    sub = subset_config(config, layers)
+    work = stage / ".verify"
+    work.mkdir()
+    decoded: dict = {}
+    try:
+        built = build_file(
+            folder,
+            sub,
+            spec,
+            quantize,
+            work / MODEL_FILE,
+            lambda line: None,
+            lambda params: LayerSubset(params, layers),
+            keep_decoded=decoded,
+        )
+        model = skeleton(sub)  # the traced one's buffers were moved to the meta device
+        adapter = skeleton_adapter(model)
+        params = LayerSubset(
+            ParameterMap(CheckpointTensors(folder), model.base_model_prefix), layers
+        )
+        prefix = module_name(model, adapter.decoder_body()) + "."
+        for name, param in list(model.named_parameters()):
+            local = name[len(prefix) :] if name.startswith(prefix) else None
+            if local in decoded:  # q4: the decoded weight instead of the stored one
+                values = np.ascontiguousarray(decoded.pop(local))
+            else:
+                values = params.tensors.read(params.key(name, tuple(param.shape)))
+            set_module_tensor_to_device(model, name, "cpu", value=torch.from_numpy(values))
+            del values
+        if built["tied"]:
+            model.tie_weights()
+        if decoded:
+            raise RuntimeError(f"decoded weights of no parameter: {sorted(decoded)[:3]}")
+        ids, logits, tokens = torch_reference(model, adapter, tokenizer)
+        shape = adapter.shape()
+        del model, adapter, decoded, built  # PyTorch's copy goes before onnxruntime loads
+        gc.collect()
+        report = compare_with_onnx(str(work / MODEL_FILE), shape, ids, logits, tokens, False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    whole = total <= len(layers)
+    report["checked"] = (
+        f"the whole model ({total} layers)"
+        if whole
+        else f"layers {layers[0]} and {layers[-1]} of {total}, with the embedding and head"
+    )
+    return report
