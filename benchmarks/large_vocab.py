@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+# a sibling script (benchmarks/ is on sys.path when a benchmark runs as a script)
+from export_scaling import run_export as measured_export
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
@@ -77,29 +77,14 @@ def build(shape: str, folder: Path) -> Path:
 
 
 def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
-    cmd = ["/usr/bin/time", "-v", str(Path(sys.executable).with_name("tensorgpt")), "export"]
-    cmd += [str(ckpt), str(out), "--force", *args]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    row = {
-        "seconds": round(seconds, 1),
-        "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None,
-        "exit": proc.returncode,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-    if proc.returncode == 0:
+    """benchmarks/export_scaling.py's measured export, plus what a table method reports."""
+    row = measured_export(ckpt, out, args)
+    if row["exit"] == 0:
         manifest = json.loads((out / "manifest.json").read_text())
         row.update(
-            file_mb=round(manifest["bytes"]["file"] / 1e6, 1),
             embedding_mb=round(manifest["bytes"]["embedding"] / 1e6, 2),
-            max_abs_logit_diff=manifest["verification"]["max_abs_logit_diff"],
-            passed=manifest["verification"]["passed"],
             unseen_tokens=manifest["embedding_info"].get("unseen_tokens"),
         )
-    else:
-        row["error"] = [ln for ln in proc.stderr.splitlines() if "rror" in ln][-1:]
     return row
 
 

@@ -16,6 +16,8 @@ the cache's layer type). A config-built cache would crop those layers to the win
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -81,8 +83,12 @@ def example_inputs(adapter: ModelAdapter, batch: int = 2, seq: int = 3, past: in
     return (embeds, mask, positions, *cache)
 
 
-def export_body(adapter: ModelAdapter, path: Path) -> None:
-    """Write the body graph to `path` (a single file; weights inline or as external data)."""
+def trace_program(adapter: ModelAdapter, optimize: bool = True):
+    """torch.onnx's program for the body: dynamic batch, sequence and cache lengths.
+
+    optimize=False leaves the graph as traced (the streaming export folds the weight
+    transposes itself, export/lazy_body.py).
+    """
     s = adapter.shape()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     total, past = torch.export.Dim("total"), torch.export.Dim("past")
@@ -96,9 +102,13 @@ def export_body(adapter: ModelAdapter, path: Path) -> None:
     wrapper = CachedBody(adapter).eval()
     # torch.onnx logs one warning per missing torchvision op it could translate; not our concern.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
+    with (
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
+        return torch.onnx.export(
             wrapper,
             example_inputs(adapter),
             None,
@@ -108,8 +118,13 @@ def export_body(adapter: ModelAdapter, path: Path) -> None:
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
+            optimize=optimize,
         )
-    program.save(str(path), external_data=True)
+
+
+def export_body(adapter: ModelAdapter, path: Path) -> None:
+    """Write the body graph to `path` (a single file; weights inline or as external data)."""
+    trace_program(adapter).save(str(path), external_data=True)
 
 
 def load_body(path: Path):

@@ -29,15 +29,13 @@ from tensorgpt.common.contract import (
     DEFAULT_RUNTIME,
     FORMAT,
     FORMAT_VERSION,
-    MANIFEST_FILE,
     MODEL_FILE,
     RUNTIMES,
     TOKENIZER_FILE,
     Manifest,
     ModelConfig,
 )
-from tensorgpt.common.files import model_file_bytes, sha256_file
-from tensorgpt.common.integrity import record_files
+from tensorgpt.common.files import model_file_bytes
 from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
@@ -261,10 +259,7 @@ def _export(
         manifest.bytes["file"] = model_file_bytes(stage)
         if report["passed"]:
             manifest.split_load = _write_split_load(stage, adapter, loaded.tokenizer, report, log)
-        manifest.tokenizer["sha256"] = sha256_file(stage / TOKENIZER_FILE)
-        manifest.files = record_files(stage, mf.runtime_files(manifest))
-        manifest.export_seconds = round(time.perf_counter() - started, 1)
-        mf.write_manifest(stage / MANIFEST_FILE, manifest)
+        mf.seal(stage, manifest, started)
         if not report["passed"]:
             raise VerificationError(
                 f"verification failed: max abs logit diff {report['max_abs_logit_diff']:.3g} "

@@ -19,17 +19,13 @@ constructor on the CPU, as `from_pretrained` does; they are small.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import onnx
 import torch
 
-from tensorgpt.export.body import OPSET, CachedBody, example_inputs, input_names, output_names
+from tensorgpt.export.body import trace_program
 from tensorgpt.export.checkpoint_tensors import ParameterMap
 from tensorgpt.export.stream_write import Deferred
 
@@ -68,7 +64,7 @@ def trace_body(adapter, model, params: ParameterMap) -> tuple[onnx.ModelProto, d
     buffers = {n: b.detach().clone() for n, b in body.named_buffers()}
     shapes = {n: tuple(p.shape) for n, p in body.named_parameters()}
     _fake_cpu_parameters(body)
-    program = _trace(adapter)
+    program = trace_program(adapter, optimize=False)
     graph = program.model.graph
     for name, value in list(graph.initializers.items()):
         local = name[len(BODY_PREFIX) :] if name.startswith(BODY_PREFIX) else None
@@ -114,40 +110,6 @@ def trace_body(adapter, model, params: ParameterMap) -> tuple[onnx.ModelProto, d
 def _nbytes(tensor: onnx.TensorProto) -> int:
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
-
-
-def _trace(adapter):
-    s = adapter.shape()
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    total, past = torch.export.Dim("total"), torch.export.Dim("past")
-    cache_shape = {0: batch, 2: past}
-    dynamic_shapes = (
-        {0: batch, 1: seq},
-        {0: batch, 1: total},
-        {0: batch, 1: seq},
-        tuple(cache_shape for _ in range(2 * s.num_layers)),
-    )
-    wrapper = CachedBody(adapter).eval()
-    inputs = example_inputs(adapter)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with (
-        warnings.catch_warnings(),
-        torch.no_grad(),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
-        return torch.onnx.export(
-            wrapper,
-            inputs,
-            None,
-            input_names=input_names(s.num_layers),
-            output_names=output_names(s.num_layers),
-            dynamic_shapes=dynamic_shapes,
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,
-            optimize=False,
-        )
 
 
 def _fake_cpu_parameters(module) -> None:

@@ -8,13 +8,15 @@ that got separated from its folder still says what it is.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import onnx
 
 from tensorgpt import __version__
-from tensorgpt.common.contract import MODEL_FILES, TOKENIZER_FILE, Manifest
-from tensorgpt.common.files import write_atomic
+from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, Manifest
+from tensorgpt.common.files import sha256_file, write_atomic
+from tensorgpt.common.integrity import record_files
 
 
 def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
@@ -87,3 +89,12 @@ def tool_version() -> str:
 def runtime_files(manifest: Manifest) -> list[str]:
     """Every file the runtime may load from the folder: what the manifest's `files` records."""
     return [*MODEL_FILES, TOKENIZER_FILE, *(manifest.split_names() or ())]
+
+
+def seal(stage: Path, manifest: Manifest, started: float) -> None:
+    """The manifest's last fields, once every file is in `stage`: the tokenizer's hash, the
+    runtime files' records (common/integrity.py), the export time; then write it."""
+    manifest.tokenizer["sha256"] = sha256_file(stage / TOKENIZER_FILE)
+    manifest.files = record_files(stage, runtime_files(manifest))
+    manifest.export_seconds = round(time.perf_counter() - started, 1)
+    write_manifest(stage / MANIFEST_FILE, manifest)

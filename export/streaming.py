@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
-from tensorgpt.common.files import model_file_bytes, sha256_file, stored_path
-from tensorgpt.common.integrity import record_files
+from tensorgpt.common.contract import MODEL_FILE, TOKENIZER_FILE
+from tensorgpt.common.files import model_file_bytes, stored_path
 from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
 from tensorgpt.export.assemble import attach_embedding_and_head
@@ -214,10 +213,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
         manifest.runtime = "portable"
         _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
         manifest.bytes["file"] = model_file_bytes(stage)
-        manifest.tokenizer["sha256"] = sha256_file(stage / TOKENIZER_FILE)
-        manifest.files = record_files(stage, mf.runtime_files(manifest))
-        manifest.export_seconds = round(time.perf_counter() - started, 1)
-        mf.write_manifest(stage / MANIFEST_FILE, manifest)
+        mf.seal(stage, manifest, started)
         if not report["passed"]:
             raise VerificationError(
                 f"verification failed ({report['checked']}): max abs logit diff "
