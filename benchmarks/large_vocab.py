@@ -23,8 +23,10 @@ from pathlib import Path
 # a sibling script (benchmarks/ is on sys.path when a benchmark runs as a script)
 from export_scaling import run_export as measured_export
 
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
+
 ROOT = Path(__file__).resolve().parents[1]
-CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
+CALIB = Path(DEFAULT_WIKITEXT) / "valid.txt"  # beside the repo, or TENSORGPT_DATA
 SHAPES = {
     "gemma3-270m": (
         "gemma3",
