@@ -30,35 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+# a sibling module (benchmarks/ is on sys.path when a benchmark runs as a script)
+from real_shapes import GPT2_VOCAB, SHAPES
+
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
 TARGET_BASE = 1.5e9  # bytes: interpreter, torch, onnx, onnxruntime and the graph itself
 TARGET_PER_LARGEST = 3  # x the largest tensor's fp32 bytes: read, converted, encoded
 SHARD_BYTES = 2_000_000_000  # bf16 shards of about 2 GB, as HF's save_pretrained cuts them
 
-# family (tests/conftest.py FAMILIES), config overrides, dtype written
-SHAPES = {
-    "gpt2": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024), "float32"),
-    "gpt2-xl": ("gpt2", dict(n_embd=1600, n_layer=48, n_head=25, n_positions=1024), "float32"),
-    "qwen2.5-7b": (
-        "qwen2",
-        dict(
-            vocab_size=152064,
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            max_position_embeddings=32768,
-            use_sliding_window=False,
-            sliding_window=None,
-            max_window_layers=28,
-            tie_word_embeddings=False,
-        ),
-        "bfloat16",
-    ),
-}
-GPT2_VOCAB = 50257
 VARIANTS = {
     "none": [],
     "q4": ["--quantize", "q4"],

@@ -22,42 +22,13 @@ from pathlib import Path
 
 # a sibling script (benchmarks/ is on sys.path when a benchmark runs as a script)
 from export_scaling import run_export as measured_export
+from real_shapes import SHAPES
 
 from tensorgpt.domain_texts import DEFAULT_WIKITEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = Path(DEFAULT_WIKITEXT) / "valid.txt"  # beside the repo, or TENSORGPT_DATA
-SHAPES = {
-    "gemma3-270m": (
-        "gemma3",
-        dict(
-            vocab_size=262144,
-            hidden_size=640,
-            intermediate_size=2048,
-            num_hidden_layers=18,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=256,
-            sliding_window=512,
-            layer_types=None,  # the config's own 5 sliding : 1 full pattern
-            max_position_embeddings=32768,
-        ),
-    ),
-    "qwen2.5-0.5b": (
-        "qwen2",
-        dict(
-            vocab_size=151936,
-            hidden_size=896,
-            intermediate_size=4864,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            use_sliding_window=False,
-            sliding_window=None,
-            max_position_embeddings=32768,
-        ),
-    ),
-}
+LARGE_VOCAB = ("gemma3-270m", "qwen2.5-0.5b")
 METHODS = {
     "none": [],
     "int8-rows": ["--method", "int8-rows"],
@@ -74,7 +45,7 @@ def build(shape: str, folder: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     from tests.conftest import build_checkpoint
 
-    family, overrides = SHAPES[shape]
+    family, overrides, _ = SHAPES[shape]
     return build_checkpoint(folder, family, **overrides)
 
 
@@ -92,7 +63,7 @@ def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="gemma3-270m")
+    ap.add_argument("--shape", choices=LARGE_VOCAB, default="gemma3-270m")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--work", help="folder for the checkpoint and exports (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
