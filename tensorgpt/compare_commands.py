@@ -92,8 +92,8 @@ def log(message: str) -> None:
 
 def write_outputs(report: dict, args: argparse.Namespace, title: str | None = None) -> None:
     """Terminal table (or JSON) on stdout, and the --markdown / --plot files."""
-    from tensorgpt.compare import domain_lines, format_table, to_markdown
     from tensorgpt.compare_legend import conclusion, explanation
+    from tensorgpt.compare_table import domain_lines, format_table, to_markdown
     from tensorgpt.runtime_demo.machine import threads_note
 
     if args.markdown:

@@ -1,4 +1,4 @@
-"""What a comparison table means, and which file it says to ship (tensorgpt/compare.py).
+"""What a comparison table means, and which file it says to ship (tensorgpt/compare_table.py).
 
 The table is read by people who did not write it: every column it shows gets one line of
 legend, the timing gets the machine it ran on (runtime_demo/machine.py), and the last line
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tensorgpt.compare import KEEPS_QUALITY_PCT, _cells, _fmt_ppl, _times
+from tensorgpt.compare_table import KEEPS_QUALITY_PCT, fmt_ppl, table_cells, times_smaller
 from tensorgpt.runtime_demo.machine import Machine
 
 # One line per column header of compare.COLUMNS; {...} fields are filled from the report.
@@ -51,7 +51,7 @@ def _text_label(report: dict) -> str:
 
 def legend(report: dict) -> list[str]:
     """One line per column the table shows, in the table's order."""
-    headers, _ = _cells(report)
+    headers, _ = table_cells(report)
     speed = report["speed"] or {}
     fields = {
         "baseline": report["baseline"],
@@ -87,9 +87,9 @@ def conclusion(report: dict) -> str:
     against = "the uncompressed" if base else "the best measured"
     size = f"{pick['file_bytes'] / 1e6:.1f} MB"
     if pick is not reference:
-        size += f", {_times(reference['file_bytes'] / pick['file_bytes'])}"
+        size += f", {times_smaller(reference['file_bytes'] / pick['file_bytes'])}"
     return (
-        f"Conclusion: ship `{pick['name']}` ({size}, perplexity {_fmt_ppl(pick['perplexity'])}, "
+        f"Conclusion: ship `{pick['name']}` ({size}, perplexity {fmt_ppl(pick['perplexity'])}, "
         f"{change:+.1f}%): the smallest file whose perplexity is at most {KEEPS_QUALITY_PCT:g}% "
         f"above {against} variant's (`{reference['name']}`)."
     )

@@ -1,7 +1,7 @@
 """`tensorgpt sweep MODEL --text FILE --out DIR`: export a grid, measure it, compare it.
 
 Writes DIR/<variant>/ per variant (tensorgpt/sweep.py), then DIR/results.json, DIR/results.md and
-DIR/results.png (tensorgpt/compare.py). Nothing heavy is imported at module level.
+DIR/results.png (tensorgpt/compare.py, compare_table.py). Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write_results(report: dict, out: Path, args: argparse.Namespace) -> None:
     """DIR/results.{json,md,png} always; --markdown/--plot copies where the user asked."""
-    from tensorgpt.compare import to_markdown
     from tensorgpt.compare_commands import write_outputs
+    from tensorgpt.compare_table import to_markdown
 
     title = args.title or f"{args.model}: {len(report['rows'])} variants"
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -18,11 +18,10 @@ from tensorgpt.compare import (
     SpeedOptions,
     TextOptions,
     compare,
-    format_table,
     measure_perplexity,
     pareto_front,
-    to_markdown,
 )
+from tensorgpt.compare_table import format_table, to_markdown
 
 FAST_SPEED = SpeedOptions(prompt_tokens=4, decode_tokens=2, repeats=1, rounds=1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -226,7 +225,8 @@ def test_text_options_need_text(exports: list[Path]) -> None:
 
 _NO_TORCH_SCRIPT = """
 import json, sys
-from tensorgpt.compare import SpeedOptions, TextOptions, compare, to_markdown
+from tensorgpt.compare import SpeedOptions, TextOptions, compare
+from tensorgpt.compare_table import to_markdown
 report = compare(
     [sys.argv[1]], TextOptions(sys.argv[2], window=8), SpeedOptions(None, 4, 2, 1, 1)
 )
