@@ -62,6 +62,8 @@ def metadata_props(manifest: dict) -> dict[str, str]:
         "embedding_info",
     )
     props = {f"tensorgpt.{k}": _to_text(manifest[k]) for k in keys if k in manifest}
+    if "embedding_info" in manifest:
+        props["tensorgpt.embedding_info"] = _to_text(_without_run_facts(manifest["embedding_info"]))
     props["tensorgpt.initializer_bytes"] = _to_text(manifest["bytes"]["initializers"])
     verification = manifest.get("verification") or {}
     props["tensorgpt.verification"] = _to_text(
@@ -72,6 +74,19 @@ def metadata_props(manifest: dict) -> dict[str, str]:
         }
     )
     return props
+
+
+# Facts of one run, not of its inputs: where healing kept its checkpoint and how long it took.
+# manifest.json keeps them; model.onnx must not, so the same inputs give the same file bytes.
+RUN_FACTS = {"healing": ("seconds", "checkpoint")}
+
+
+def _without_run_facts(embedding_info: dict) -> dict:
+    info = dict(embedding_info)
+    for part, keys in RUN_FACTS.items():
+        if isinstance(info.get(part), dict):
+            info[part] = {k: v for k, v in info[part].items() if k not in keys}
+    return info
 
 
 def _to_text(value) -> str:
