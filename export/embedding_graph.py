@@ -47,6 +47,15 @@ class EmbeddingGraph:
         rows = self.rows(b, all_ids)  # (1, V, D)
         return b.op("Reshape", [rows, b.ints("table_shape", [self.vocab_size, self.dim])])
 
+    def table_rows(self, b: GraphBuilder, start: int, stop: int) -> str:
+        """Rows start..stop-1 of the table, (stop - start, D), from initializers only.
+
+        What `--runtime packed` quantizes chunk by chunk (export/packed/table.py), so that no
+        (V, D) float table exists at load. Default: the rows of a constant id range."""
+        ids = b.const(f"ids_{start}_{stop}", np.arange(start, stop, dtype=np.int64)[None, :])
+        rows = self.rows(b, ids)  # (1, n, D)
+        return b.op("Reshape", [rows, b.ints(f"rows_{stop - start}", [stop - start, self.dim])])
+
     def dense(self) -> np.ndarray:
         """Compute the (V, D) float32 table the graph rebuilds (subclasses say how)."""
         raise NotImplementedError
@@ -304,6 +313,21 @@ class TTMatrixEmbedding(EmbeddingGraph):
                 ],
             )
         return x
+
+    def table_rows(self, b: GraphBuilder, start: int, stop: int) -> str:
+        """A slice of `table(b)`: gathering per token would materialise (r, n, d_k, r)
+        blocks (see `table`), so a TT-matrix table still passes through (V, D) at load."""
+        if getattr(self, "_whole", None) is None:
+            self._whole = self.table(b)
+        return b.op(
+            "Slice",
+            [
+                self._whole,
+                b.ints(f"start{start}", [start]),
+                b.ints(f"stop{stop}", [stop]),
+                b.ints("vocab_axis", [0]),
+            ],
+        )
 
     def dense(self) -> np.ndarray:
         cores = self.ttm.cores
