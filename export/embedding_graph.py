@@ -47,12 +47,14 @@ class EmbeddingGraph:
         rows = self.rows(b, all_ids)  # (1, V, D)
         return b.op("Reshape", [rows, b.ints("table_shape", [self.vocab_size, self.dim])])
 
-    def table_rows(self, b: GraphBuilder, start: int, stop: int) -> str:
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
         """Rows start..stop-1 of the table, (stop - start, D), from initializers only.
 
         What `--runtime packed` quantizes chunk by chunk (export/packed/table.py), so that no
-        (V, D) float table exists at load. Default: the rows of a constant id range."""
+        (V, D) float table exists at load. `after`: a tensor these rows must wait for (the
+        previous chunk's result; see `wait_for`). Default: the rows of a constant id range."""
         ids = b.const(f"ids_{start}_{stop}", np.arange(start, stop, dtype=np.int64)[None, :])
+        ids = wait_for(b, ids, after)
         rows = self.rows(b, ids)  # (1, n, D)
         return b.op("Reshape", [rows, b.ints(f"rows_{stop - start}", [stop - start, self.dim])])
 
@@ -66,6 +68,18 @@ class EmbeddingGraph:
         if getattr(self, "_decoded", None) is None:
             self._decoded = self.dense()
         return self._decoded
+
+
+def wait_for(b: GraphBuilder, value: str, after: str) -> str:
+    """`value` (int64) plus a zero computed from the shape of `after`: the same values, but
+    onnxruntime cannot start what reads them before `after` exists. Without it, the plain
+    (unoptimized) run of the split loader ran the chunks' MatMuls first and held every
+    chunk's float rows at once (the whole table again: 297 instead of ~100 MB for SmolLM2).
+    Folded away when the whole model.onnx is loaded."""
+    if not after:
+        return value
+    rows = b.op("Shape", [after], start=0, end=1)  # (1,) int64
+    return b.op("Add", [value, b.op("Mul", [rows, b.ints("zero1", [0])])])
 
 
 class DenseEmbedding(EmbeddingGraph):
@@ -314,7 +328,7 @@ class TTMatrixEmbedding(EmbeddingGraph):
             )
         return x
 
-    def table_rows(self, b: GraphBuilder, start: int, stop: int) -> str:
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
         """A slice of `table(b)`: gathering per token would materialise (r, n, d_k, r)
         blocks (see `table`), so a TT-matrix table still passes through (V, D) at load."""
         if getattr(self, "_whole", None) is None:

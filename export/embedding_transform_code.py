@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorgpt.export.embedding_graph import EmbeddingGraph
+from tensorgpt.export.embedding_graph import EmbeddingGraph, wait_for
 from tensorgpt.export.graph_builder import GraphBuilder
 from tensorgpt.tt_ops.transform_code import TransformCodedTable
 
@@ -87,11 +87,12 @@ class TransformCodedEmbedding(EmbeddingGraph):
     def dense(self) -> np.ndarray:
         return self.code.decode().astype(np.float32)
 
-    def table_rows(self, b: GraphBuilder, start: int, stop: int) -> str:
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
         """Rows start..stop-1: steps 4-5 on a row slice of the uint8 codes (the only (V, .)
         tensors before them are uint8 codes and the class ids), same ops as `table`."""
         codes, class_ids = self._codes(b)
-        at = [b.ints(f"start{start}", [start]), b.ints(f"stop{stop}", [stop]), b.ints("axis0", [0])]
+        first = wait_for(b, b.ints(f"start{start}", [start]), after)
+        at = [first, b.ints(f"stop{stop}", [stop]), b.ints("axis0", [0])]
         return self._decode(
             b, b.op("Slice", [codes, *at]), b.op("Slice", [class_ids, *at]), self._tables(b)
         )

@@ -139,10 +139,11 @@ def _quantize_chunks(
 ) -> tuple[str, str]:
     """The compressed table's rows, chunk by chunk, each quantized as soon as it is decoded;
     then the uint8 codes and scales of all chunks concatenated."""
-    parts = [
-        _quantize_in_graph(b, embedding.table_rows(b, start, stop), stop - start, dim)
-        for start, stop in chunk_spans(vocab, dim)
-    ]
+    parts: list[tuple[str, str]] = []
+    for start, stop in chunk_spans(vocab, dim):
+        after = parts[-1][0] if parts else ""  # one chunk at a time (embedding_graph.wait_for)
+        rows = embedding.table_rows(b, start, stop, after)
+        parts.append(_quantize_in_graph(b, rows, stop - start, dim))
     if len(parts) == 1:
         return parts[0]
     return (
