@@ -66,11 +66,40 @@ def open_split_session(
 
 def decode_weights(decode: Path, threads: int | None) -> tuple[list[str], list[np.ndarray]]:
     """Run decode.onnx (no inputs) as a plain graph: optimizations off, so nothing is folded
-    and each intermediate is freed after its last use. Returns its output names and values."""
+    and each intermediate is freed after its last use. Returns its output names and values.
+
+    When onnxruntime knows every output's dtype and shape (it infers them for a decode graph:
+    no inputs, so no symbolic dimensions), the outputs are written into arrays allocated here.
+    Why: the arrays `run` returns live in the decode session's memory arena and keep it
+    alive, with every freed intermediate in it, while the body session is built: 68 MiB more
+    at the load peak of SmolLM2's packed tc table (docs/device.md)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = threads or 0
     options.log_severity_level = 3
     decoder = ort.InferenceSession(str(decode), options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in decoder.get_outputs()]
-    return names, decoder.run(names, {})
+    outputs = decoder.get_outputs()
+    names = [output.name for output in outputs]
+    shapes = [output.shape for output in outputs]
+    dtypes = [_NUMPY_TYPES.get(output.type) for output in outputs]
+    if any(t is None for t in dtypes) or not all(
+        isinstance(shape, list) and all(isinstance(d, int) for d in shape) for shape in shapes
+    ):
+        return names, decoder.run(names, {})
+    values = [np.empty(shape, dtype) for shape, dtype in zip(shapes, dtypes, strict=True)]
+    binding = decoder.io_binding()
+    for name, value in zip(names, values, strict=True):
+        binding.bind_output(name, "cpu", 0, value.dtype, list(value.shape), value.ctypes.data)
+    decoder.run_with_iobinding(binding)
+    return names, values
+
+
+# onnxruntime's type strings of the tensors a decode graph hands over
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}

@@ -47,6 +47,17 @@ class EmbeddingGraph:
         rows = self.rows(b, all_ids)  # (1, V, D)
         return b.op("Reshape", [rows, b.ints("table_shape", [self.vocab_size, self.dim])])
 
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
+        """Rows start..stop-1 of the table, (stop - start, D), from initializers only.
+
+        What `--runtime packed` quantizes chunk by chunk (export/packed/table.py), so that no
+        (V, D) float table exists at load. `after`: a tensor these rows must wait for (the
+        previous chunk's result; see `wait_for`). Default: the rows of a constant id range."""
+        ids = b.const(f"ids_{start}_{stop}", np.arange(start, stop, dtype=np.int64)[None, :])
+        ids = wait_for(b, ids, after)
+        rows = self.rows(b, ids)  # (1, n, D)
+        return b.op("Reshape", [rows, b.ints(f"rows_{stop - start}", [stop - start, self.dim])])
+
     def dense(self) -> np.ndarray:
         """Compute the (V, D) float32 table the graph rebuilds (subclasses say how)."""
         raise NotImplementedError
@@ -57,6 +68,18 @@ class EmbeddingGraph:
         if getattr(self, "_decoded", None) is None:
             self._decoded = self.dense()
         return self._decoded
+
+
+def wait_for(b: GraphBuilder, value: str, after: str) -> str:
+    """`value` (int64) plus a zero computed from the shape of `after`: the same values, but
+    onnxruntime cannot start what reads them before `after` exists. Without it, the plain
+    (unoptimized) run of the split loader computed every chunk's float rows before
+    quantizing any (decode.onnx of SmolLM2's tc table peaked at 297 MB instead of 217 MB).
+    Folded away when the whole model.onnx is loaded."""
+    if not after:
+        return value
+    rows = b.op("Shape", [after], start=0, end=1)  # (1,) int64
+    return b.op("Add", [value, b.op("Mul", [rows, b.ints("zero1", [0])])])
 
 
 class DenseEmbedding(EmbeddingGraph):
@@ -244,6 +267,7 @@ class TTMatrixEmbedding(EmbeddingGraph):
         self.int8 = int8
         self.vocab_size, self.dim = ttm.vocab_size, ttm.dim
         self._cores: list[str] | None = None
+        self._whole: str | None = None  # table(b), built once for table_rows
 
     def _core_names(self, b: GraphBuilder) -> list[str]:
         if self._cores is None:
@@ -304,6 +328,21 @@ class TTMatrixEmbedding(EmbeddingGraph):
                 ],
             )
         return x
+
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
+        """A slice of `table(b)`: gathering per token would materialise (r, n, d_k, r)
+        blocks (see `table`), so a TT-matrix table still passes through (V, D) at load."""
+        if self._whole is None:
+            self._whole = self.table(b)
+        return b.op(
+            "Slice",
+            [
+                self._whole,
+                b.ints(f"start{start}", [start]),
+                b.ints(f"stop{stop}", [stop]),
+                b.ints("vocab_axis", [0]),
+            ],
+        )
 
     def dense(self) -> np.ndarray:
         cores = self.ttm.cores

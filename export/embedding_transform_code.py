@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorgpt.export.embedding_graph import EmbeddingGraph
+from tensorgpt.export.embedding_graph import EmbeddingGraph, wait_for
 from tensorgpt.export.graph_builder import GraphBuilder
 from tensorgpt.tt_ops.transform_code import TransformCodedTable
 
@@ -72,6 +72,9 @@ class TransformCodedEmbedding(EmbeddingGraph):
         self.code = code
         self.vocab_size, self.dim = code.vocab_size, code.dim
         self._table: str | None = None
+        self._layout_names: list | None = None
+        self._table_names: tuple[str, str, int] | None = None
+        self._code_names: tuple[str, str] | None = None
 
     def rows(self, b: GraphBuilder, ids: str) -> str:
         return b.op("Gather", [self.table(b), ids], axis=0)
@@ -84,27 +87,23 @@ class TransformCodedEmbedding(EmbeddingGraph):
     def dense(self) -> np.ndarray:
         return self.code.decode().astype(np.float32)
 
+    def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
+        """Rows start..stop-1: steps 4-5 on a row slice of the uint8 codes (the only (V, .)
+        tensors before them are uint8 codes and the class ids), same ops as `table`."""
+        codes, class_ids = self._codes(b)
+        first = wait_for(b, b.ints(f"start{start}", [start]), after)
+        at = [first, b.ints(f"stop{stop}", [stop]), b.ints("axis0", [0])]
+        return self._decode(
+            b, b.op("Slice", [codes, *at]), b.op("Slice", [class_ids, *at]), self._tables(b)
+        )
+
     def _build(self, b: GraphBuilder) -> str:
-        code = self.code
-        arrays = code.arrays()
-        n_classes, n_axes = code.n_classes, code.basis.shape[0]
-        rows_per_class = 1 << max((g.bits for g in code.groups), default=0)
-        scale = b.op("Cast", [b.const("scale", arrays["scale"])], to=FLOAT)
-        sizes = np.bincount(code.class_ids, minlength=n_classes)
-        tables, class_codes = [], []
-        for c in range(n_classes):
-            groups = [g for g in code.groups if g.cls == c]
-            axes = [
-                b.op("Cast", [b.const(f"g{c}_b{g.bits}_axes", g.axes)], to=INT64) for g in groups
-            ]
-            m = sum(len(g.axes) for g in groups)
-            columns = self._columns(b, axes, m, c, n_axes + n_classes, n_classes)
-            tables.append(self._class_table(b, groups, axes, c, scale, columns, rows_per_class))
-            if sizes[c]:
-                class_codes.append(self._class_codes(b, groups, c, int(sizes[c]), columns))
-        grouped = class_codes[0] if len(class_codes) == 1 else b.op("Concat", class_codes, axis=0)
-        class_ids = self._class_ids(b, arrays["class_ids_packed"])
-        codes = b.op("Gather", [grouped, self._order(b, class_ids, n_classes)], axis=0)
+        codes, class_ids = self._codes(b)
+        return self._decode(b, codes, class_ids, self._tables(b))
+
+    def _decode(self, b: GraphBuilder, codes: str, class_ids: str, tables: tuple) -> str:
+        """Steps 4-5: (n, width) uint8 codes in token order and their (n,) class ids -> rows."""
+        table, basis_means, rows_per_class = tables
         offset = b.op(
             "Mul",
             [
@@ -118,12 +117,62 @@ class TransformCodedEmbedding(EmbeddingGraph):
                 b.op("Cast", [codes], to=INT32),
                 b.op("Unsqueeze", [offset, b.ints("axis1", [1])]),
             ],
-        )  # (V, width) int32
-        table = tables[0] if len(tables) == 1 else b.op("Concat", tables, axis=0)
-        coefficients = b.op("GatherElements", [table, index], axis=0)  # (V, width) float
-        basis = b.op("Cast", [b.const("basis", arrays["basis"])], to=FLOAT)
-        means = b.op("Cast", [b.const("means", arrays["means"])], to=FLOAT)
-        return b.op("MatMul", [coefficients, b.op("Concat", [basis, means], axis=0)])
+        )  # (n, width) int32
+        coefficients = b.op("GatherElements", [table, index], axis=0)  # (n, width) float
+        return b.op("MatMul", [coefficients, basis_means])
+
+    def _layout(self, b: GraphBuilder) -> list[tuple[list, list[str], str]]:
+        """Per class, built once: (its groups, their axes as int64 tensors, its columns)."""
+        if self._layout_names is None:
+            code = self.code
+            n_classes, n_axes = code.n_classes, code.basis.shape[0]
+            self._layout_names = []
+            for c in range(n_classes):
+                groups = [g for g in code.groups if g.cls == c]
+                axes = [
+                    b.op("Cast", [b.const(f"g{c}_b{g.bits}_axes", g.axes)], to=INT64)
+                    for g in groups
+                ]
+                m = sum(len(g.axes) for g in groups)
+                columns = self._columns(b, axes, m, c, n_axes + n_classes, n_classes)
+                self._layout_names.append((groups, axes, columns))
+        return self._layout_names
+
+    def _tables(self, b: GraphBuilder) -> tuple[str, str, int]:
+        """Built once: the (C*R, width) coefficient table T, [basis; means] and R."""
+        if self._table_names is None:
+            code = self.code
+            arrays = code.arrays()
+            rows_per_class = 1 << max((g.bits for g in code.groups), default=0)
+            scale = b.op("Cast", [b.const("scale", arrays["scale"])], to=FLOAT)
+            tables = [
+                self._class_table(b, groups, axes, c, scale, columns, rows_per_class)
+                for c, (groups, axes, columns) in enumerate(self._layout(b))
+            ]
+            table = tables[0] if len(tables) == 1 else b.op("Concat", tables, axis=0)
+            basis = b.op("Cast", [b.const("basis", arrays["basis"])], to=FLOAT)
+            means = b.op("Cast", [b.const("means", arrays["means"])], to=FLOAT)
+            basis_means = b.op("Concat", [basis, means], axis=0)
+            self._table_names = (table, basis_means, rows_per_class)
+        return self._table_names
+
+    def _codes(self, b: GraphBuilder) -> tuple[str, str]:
+        """Steps 1-3, built once: (V, width) uint8 codes in token order, (V,) int64 classes."""
+        if self._code_names is None:
+            code = self.code
+            sizes = np.bincount(code.class_ids, minlength=code.n_classes)
+            class_codes = [
+                self._class_codes(b, groups, c, int(sizes[c]), columns)
+                for c, (groups, _, columns) in enumerate(self._layout(b))
+                if sizes[c]
+            ]
+            grouped = (
+                class_codes[0] if len(class_codes) == 1 else b.op("Concat", class_codes, axis=0)
+            )
+            class_ids = self._class_ids(b, code.arrays()["class_ids_packed"])
+            codes = b.op("Gather", [grouped, self._order(b, class_ids, code.n_classes)], axis=0)
+            self._code_names = (codes, class_ids)
+        return self._code_names
 
     @staticmethod
     def _columns(

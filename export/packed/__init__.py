@@ -2,6 +2,7 @@
 
 weights.py            4-bit MatMulNBits for the body's linear layers (Q4_1 grid kept exactly)
 fuse_projections.py   q/k/v and gate/up MatMulNBits fused into one per layer
+zero_points.py        zero point 8 (centered codes), the minima correction carrying the rest
 table.py              the shared 8-bit table: Gather lookup and MatMulNBits head
 assemble.py           embedding + body + head into one file
 fusions/              onnxruntime's fused kernels (attention, norms), one pass per file

@@ -18,7 +18,9 @@ Where the table comes from:
 - a compressed table (tt, tc, rows, svd): its rebuild subgraph feeds an in-graph quantizer
   (Reshape, Abs, ReduceMax, Div, Round, Clip, Add, Cast) over initializers only, so the codes
   are computed once at load (folded, or run by the split loader) and the file keeps only the
-  compressed form.
+  compressed form. Rows are decoded and quantized in chunks (`EmbeddingGraph.table_rows`,
+  CHUNK_BYTES), then the uint8 chunks concatenated: the split loader runs them in order and
+  frees each chunk's float intermediates before the next (docs/device.md, load peak).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ HEAD_BITS = 8
 # head dequantizes the whole table on every call (ten times slower, docs/device.md).
 HEAD_ACCURACY_LEVEL = 4
 _OFFSET = 128  # uint8 zero point of the 8-bit codes
+# A compressed table is decoded and quantized at load in chunks of rows of at most this many
+# float32 bytes, so the load never holds a (V, D) float table (and its Abs, Div, Round ...
+# copies): SmolLM2's 49152 x 576 table is 113 MB in float32, its codes 28 MB.
+CHUNK_BYTES = 8 << 20
 FLOAT16 = onnx.TensorProto.FLOAT16
 FLOAT = onnx.TensorProto.FLOAT
 UINT8 = onnx.TensorProto.UINT8
@@ -95,9 +101,7 @@ class PackedTable:
                     b.op("Cast", [b.const("q8.scale", scale)], to=FLOAT),
                 )
             else:
-                self._tensors = _quantize_in_graph(
-                    b, self.embedding.table(b), self.vocab_size, self.dim
-                )
+                self._tensors = _quantize_chunks(b, self.embedding, self.vocab_size, self.dim)
         return self._tensors
 
     def rows(self, b: GraphBuilder, ids: str) -> str:
@@ -122,6 +126,30 @@ class PackedTable:
             bias=bias,
             accuracy_level=HEAD_ACCURACY_LEVEL,
         )
+
+
+def chunk_spans(vocab: int, dim: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of at most CHUNK_BYTES of float32 rows each (at least 1 row)."""
+    step = max(1, CHUNK_BYTES // (4 * dim))
+    return [(start, min(start + step, vocab)) for start in range(0, vocab, step)]
+
+
+def _quantize_chunks(
+    b: GraphBuilder, embedding: EmbeddingGraph, vocab: int, dim: int
+) -> tuple[str, str]:
+    """The compressed table's rows, chunk by chunk, each quantized as soon as it is decoded;
+    then the uint8 codes and scales of all chunks concatenated."""
+    parts: list[tuple[str, str]] = []
+    for start, stop in chunk_spans(vocab, dim):
+        after = parts[-1][0] if parts else ""  # one chunk at a time (embedding_graph.wait_for)
+        rows = embedding.table_rows(b, start, stop, after)
+        parts.append(_quantize_in_graph(b, rows, stop - start, dim))
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        b.op("Concat", [codes for codes, _ in parts], axis=0),
+        b.op("Concat", [scales for _, scales in parts], axis=0),
+    )
 
 
 def _quantize_in_graph(b: GraphBuilder, table: str, vocab: int, dim: int) -> tuple[str, str]:

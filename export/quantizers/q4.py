@@ -34,10 +34,12 @@ class Q4Blocks(WeightQuantizer):
     def pack_weights(self, model, adapter, log):
         from tensorgpt.export.packed.fuse_projections import fuse_shared_inputs
         from tensorgpt.export.packed.weights import pack_weights_q4
+        from tensorgpt.export.packed.zero_points import center_zero_points
         from tensorgpt.export.weight_blocks import load_decoded_into_torch
 
         decoded, report = pack_weights_q4(model)
         report["fused_groups"] = fuse_shared_inputs(model)
+        report["centered_zero_points"] = center_zero_points(model)
         load_decoded_into_torch(adapter.decoder_body(), decoded)
         del decoded
         log(

@@ -188,3 +188,81 @@ def test_transform_code_class_without_coded_axes(code):
         got = _run(_model(b, TransformCodedEmbedding(variant).table(b)))
         want = variant.decode()
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def _packed_table_graph(emb, monkeypatch, rows_per_chunk: int) -> onnx.ModelProto:
+    """The packed 8-bit table (codes, scales) of `emb`, decoded in chunks of that many rows."""
+    from tensorgpt.export.packed import table as packed_table
+
+    monkeypatch.setattr(packed_table, "CHUNK_BYTES", rows_per_chunk * 4 * emb.dim)
+    b = GraphBuilder("embedding")
+    codes, scales = packed_table.PackedTable(emb).tensors(b)
+    graph = helper.make_graph(
+        b.nodes,
+        "table",
+        [],
+        [
+            helper.make_tensor_value_info(codes, onnx.TensorProto.UINT8, None),
+            helper.make_tensor_value_info(scales, onnx.TensorProto.FLOAT, None),
+        ],
+        b.initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def _largest_float(model: onnx.ModelProto) -> int:
+    """Entries of the largest float tensor any node computes."""
+    graph = shape_inference.infer_shapes(model, data_prop=True).graph
+    sizes = [
+        int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim]))
+        for v in list(graph.value_info) + list(graph.output)
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    ]
+    return max(sizes)
+
+
+@pytest.mark.parametrize("kind", ["tc", "svd", "int4-rows"])
+def test_packed_table_is_quantized_chunk_by_chunk(kind, monkeypatch):
+    """--runtime packed quantizes a compressed table's rows chunk by chunk: no float tensor
+    of the whole table's size is ever computed, and the codes are the table's Q8_0 codes."""
+    from tensorgpt.export.embedding_graph import LowRankEmbedding, RowQuantizedEmbedding
+    from tensorgpt.export.packed.table import decode_q8_blocks, encode_q8_blocks
+
+    rng = np.random.default_rng(4)
+    vocab, dim = 2000, 64
+    table = (rng.standard_normal((vocab, dim)) * np.linspace(2.0, 0.05, dim) + 0.3).astype(
+        np.float32
+    )
+    if kind == "tc":
+        counts = rng.zipf(1.4, vocab).astype(np.float64)
+        emb = TransformCodedEmbedding(
+            fit_transform_code(table, bits_per_weight=3.0, token_counts=counts)
+        )
+    elif kind == "svd":
+        emb = LowRankEmbedding(table, 16)
+    else:
+        emb = RowQuantizedEmbedding(table, 4)
+    model = _packed_table_graph(emb, monkeypatch, rows_per_chunk=384)  # 6 chunks, one partial
+    lookup = 0  # tc's small (C * 2**bits, K + C) coefficient table does not grow with V
+    if kind == "tc":
+        code = emb.code
+        width = code.basis.shape[0] + code.n_classes
+        lookup = code.n_classes * (1 << max(g.bits for g in code.groups)) * width
+    assert _largest_float(model) <= max(384 * dim, lookup) < vocab * dim
+    codes, scales = _run_pair(model)
+    want_codes, want_scales = encode_q8_blocks(emb.dense())
+    assert codes.shape == want_codes.shape and scales.shape == want_scales.shape
+    # the graph's float rows differ from numpy's in the last bits: a code may move by one
+    got, want = decode_q8_blocks(codes, scales), decode_q8_blocks(want_codes, want_scales)
+    step = np.repeat(want_scales.astype(np.float32), 32, axis=1)
+    assert np.all(np.abs(got - want) <= 1.01 * step + 1e-6)
+    assert np.mean(codes != want_codes) < 1e-3
+
+
+def _run_pair(model: onnx.ModelProto) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {})
