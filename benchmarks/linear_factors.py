@@ -16,8 +16,8 @@ ESPACE calibrates on --calib-text (default wikitext-2 *valid*; statistics cached
     python benchmarks/linear_factors.py --out /tmp/lf --domains DIR --variants q4 espace-0.75-q4
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
-A variant name is `q4` (reference), `int8-rows-q4` (the table alone), or
-`{espace|espace-tn|svd}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
+A variant name is `q4` (reference), `int8-rows-q4` (the table alone), `int8-rows-q3` (3-bit
+blocks, the equal-bytes baseline), or `{espace|espace-tn|svd}-{ratio}[-q4|-q3]`. A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -55,10 +55,10 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
     if name == "q4":
         return CompressionSpec(), "q4", LinearSpec()
     table = CompressionSpec(method="int8-rows")
-    if name == "int8-rows-q4":
-        return table, "q4", LinearSpec()
-    quantize = "q4" if name.endswith("-q4") else "none"
-    method, _, ratio = name.removesuffix("-q4").rpartition("-")
+    if name in ("int8-rows-q4", "int8-rows-q3"):
+        return table, name[-2:], LinearSpec()
+    quantize = name[-2:] if name.endswith(("-q4", "-q3")) else "none"
+    method, _, ratio = name.removesuffix(f"-{quantize}").rpartition("-")
     if method not in ("espace", "espace-tn", "svd"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
     text = calib_text if method != "svd" else None
