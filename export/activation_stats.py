@@ -3,7 +3,8 @@
     C_g = (1 / n) sum over positions t of x_t x_t^T      x_t (in,): the input of group g
 
 One forward per window (no backward), a pre-hook on each group's first layer adds X^T X
-(float32 products, float64 sums). Tokens: `calib_text` (never the evaluation text), else
+(float32 products, float64 sums); --linears espace-fisher weights each position by the loss
+gradients at the group's outputs instead (one backward per window: `fisher_autocorr_on_windows`). Tokens: `calib_text` (never the evaluation text), else
 the windows the model generates for --method tc (export/generated_calibration.py, same
 settings and cache entry). Cached under ~/.cache/tensorgpt/calibration by the model's
 weights, the text and the layer names (export/calibration.py's `cached_arrays`).
