@@ -9,15 +9,16 @@ source, licenses, fortunes; none used for calibration), first --max-tokens token
 windows of 512, worst domain reported. The reference is `--quantize q4` with the table
 uncompressed: on this GGUF source q4 recovers every weight exactly, so it is the fp32 model.
 
-ESPACE calibrates on --calib-text (default wikitext-2 *valid*; statistics cached in
-~/.cache/tensorgpt/calibration, so only the first ESPACE variant pays for them).
+ESPACE calibrates on --calib-text (default wikitext-2 *valid*; `generated`: the export's own
+default, text the model generates; statistics cached in ~/.cache/tensorgpt/calibration, so
+only the first variant of a kind pays for them).
 
     python benchmarks/linear_factors.py --out /tmp/lf --domains DIR          # default grid
     python benchmarks/linear_factors.py --out /tmp/lf --domains DIR --variants q4 espace-0.75-q4
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
-A variant name is `q4` (reference), `int8-rows-q4` (the table alone), or
-`{espace|espace-tn|svd}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
+A variant name is `q4` (reference), `int8-rows-q4` (the table alone), `int8-rows-q3` (3-bit
+blocks, the equal-bytes baseline), or `{espace|espace-tn|espace-fisher|svd}-{ratio}[-q4|-q3]`. A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -55,13 +56,13 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
     if name == "q4":
         return CompressionSpec(), "q4", LinearSpec()
     table = CompressionSpec(method="int8-rows")
-    if name == "int8-rows-q4":
-        return table, "q4", LinearSpec()
-    quantize = "q4" if name.endswith("-q4") else "none"
-    method, _, ratio = name.removesuffix("-q4").rpartition("-")
-    if method not in ("espace", "espace-tn", "svd"):
+    if name in ("int8-rows-q4", "int8-rows-q3"):
+        return table, name[-2:], LinearSpec()
+    quantize = name[-2:] if name.endswith(("-q4", "-q3")) else "none"
+    method, _, ratio = name.removesuffix(f"-{quantize}").rpartition("-")
+    if method not in ("espace", "espace-tn", "espace-fisher", "svd"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
-    text = calib_text if method != "svd" else None
+    text = calib_text if method != "svd" and calib_text != "generated" else None
     return table, quantize, LinearSpec(method, float(ratio), text)
 
 
@@ -129,7 +130,11 @@ def main() -> int:
     p.add_argument("--domains", required=True, help="folder written by tensorgpt.domain_texts")
     p.add_argument("--variants", nargs="+", default=list(GRID))
     p.add_argument("--model", default="smollm2-135m", help="what `tensorgpt export` takes")
-    p.add_argument("--calib-text", default=os.path.join(DATA, "valid.txt"))
+    p.add_argument(
+        "--calib-text",
+        default=os.path.join(DATA, "valid.txt"),
+        help="ESPACE's calibration text, or `generated` (text the model generates)",
+    )
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--markdown", help="also write the table here")
     p.add_argument(

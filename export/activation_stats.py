@@ -3,7 +3,8 @@
     C_g = (1 / n) sum over positions t of x_t x_t^T      x_t (in,): the input of group g
 
 One forward per window (no backward), a pre-hook on each group's first layer adds X^T X
-(float32 products, float64 sums). Tokens: `calib_text` (never the evaluation text), else
+(float32 products, float64 sums); --linears espace-fisher weights each position by the loss
+gradients at the group's outputs instead (one backward per window: `fisher_autocorr_on_windows`). Tokens: `calib_text` (never the evaluation text), else
 the windows the model generates for --method tc (export/generated_calibration.py, same
 settings and cache entry). Cached under ~/.cache/tensorgpt/calibration by the model's
 weights, the text and the layer names (export/calibration.py's `cached_arrays`).
@@ -65,6 +66,86 @@ def autocorr_on_windows(
     return {**out, "n_pos": np.array(n_pos)}
 
 
+def fisher_autocorr_on_windows(
+    adapter, groups: list[list[str]], windows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Loss-weighted input autocorrelations, for --linears espace-fisher:
+
+        C_g = (1 / n) sum_t s_t x_t x_t^T,   s_t = sum over the group's layers j of a_jt,
+        a_jt = ||dL/dy_jt||^2 / out_j        (y_j = W_j x: layer j's output at position t)
+        "f{g}" (J,): the shares E[a_j] / E[s] of the group's layers (sum 1)
+
+    L: the summed next-token cross-entropy of each window (one backward per window; the
+    gradients are taken at the layers' outputs only, no weight gradients). Why: a dropped
+    input part r_t changes layer j's output by W_j r_t, and to second order the loss by
+    1/2 (dL/dy_j . W_j r_t)^2 (the first-order term averages to zero on text the model
+    generates itself); with gradients isotropic per position that is 1/2 a_jt ||W_j r_t||^2,
+    so positions the loss does not see (huge inputs that a norm squashes) stop owning C, and
+    every group's error is in the same unit, loss per position (tt_ops/rank_allocation.py)."""
+    import torch
+
+    from tensorgpt.common.progress import track
+
+    body = adapter.decoder_body()
+    sums: list[torch.Tensor | None] = [None] * len(groups)
+    shares = [np.zeros(len(g)) for g in groups]
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def keep_input(i: int):
+        def hook(module, args) -> None:
+            inputs[i] = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+
+        return hook
+
+    def keep_output(key: tuple[int, int]):
+        def hook(module, args, out) -> None:
+            outputs[key] = out
+
+        return hook
+
+    hooks = [
+        adapter.token_embedding().register_forward_hook(
+            lambda m, args, out: out.detach().requires_grad_(True)
+        )
+    ]
+    for i, names in enumerate(groups):
+        hooks.append(body.get_submodule(names[0]).register_forward_pre_hook(keep_input(i)))
+        for j, name in enumerate(names):
+            hooks.append(body.get_submodule(name).register_forward_hook(keep_output((i, j))))
+    n_pos = 0
+    try:
+        rows = np.asarray(windows, dtype=np.int64)
+        steps = track(rows, "[export] loss-weighted calibration (backward)", unit="window")
+        with torch.enable_grad():  # gradients at the layers' outputs only
+            for row in steps:
+                ids = torch.from_numpy(row)[None]
+                logits = adapter.model(ids, use_cache=False).logits[0, :-1].float()
+                loss = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+                keys = list(outputs)
+                grads = torch.autograd.grad(loss, [outputs[k] for k in keys])
+                weight: dict[int, torch.Tensor] = {}
+                for (i, j), g in zip(keys, grads, strict=True):
+                    a = g.detach().reshape(-1, g.shape[-1]).float().square().mean(1)  # (n,)
+                    shares[i][j] += float(a.sum())
+                    weight[i] = a if i not in weight else weight[i] + a
+                for i, s in weight.items():
+                    x = inputs[i]
+                    xtx = (x.T @ (x * s[:, None])).double()
+                    sums[i] = xtx if sums[i] is None else sums[i] + xtx
+                inputs.clear()
+                outputs.clear()
+                n_pos += row.size
+    finally:
+        for h in hooks:
+            h.remove()
+    if any(s is None for s in sums):
+        raise ValueError("linear-layer calibration: a layer was not reached by the forward pass")
+    out = {f"c{i}": (s / n_pos).float().numpy() for i, s in enumerate(sums)}
+    out |= {f"f{i}": f / max(f.sum(), 1e-300) for i, f in enumerate(shares)}
+    return {**out, "n_pos": np.array(n_pos)}
+
+
 def activation_eig(
     adapter,
     tokenizer,
@@ -72,10 +153,14 @@ def activation_eig(
     calib_text: str | None,
     fingerprint: str,
     per_token: bool = False,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+    fisher_groups: list[list[str]] | None = None,
+) -> tuple[list[tuple[np.ndarray, ...]], dict]:
     """(eigenpairs (lam, U) of C per layer in `layers`, calibration report), cached:
     C under "linear-autocorr", its eigenpairs (float64 eigh, stored float32) under
-    "linear-eig" (minutes of eigh for SmolLM2 on 2 cores, the same for every ratio)."""
+    "linear-eig" (minutes of eigh for SmolLM2 on 2 cores, the same for every ratio).
+
+    fisher_groups (every layer of each group, first ones = `layers`): the loss-weighted C of
+    `fisher_autocorr_on_windows` instead, and (lam, U, shares of the group's layers)."""
     cache_dir = default_cache_dir()
     if calib_text is not None:
         from tensorgpt.common.files import read_text, stored_path
@@ -102,14 +187,18 @@ def activation_eig(
     settings = {"model": fingerprint, "layers": layers, "windows": windows.shape, **source}
     if per_token:  # (absent for the raw C: keeps the key of caches written before the option)
         settings["per_token"] = True
+    if fisher_groups is not None:
+        if [g[0] for g in fisher_groups] != layers:
+            raise ValueError("fisher_groups must start with the layers given")
+        settings["fisher_groups"] = fisher_groups
 
     def autocorr() -> dict[str, np.ndarray]:
-        return cached_arrays(
-            cache_dir,
-            "linear-autocorr",
-            settings,
-            lambda: autocorr_on_windows(adapter, layers, windows, per_token),
-        )
+        def make() -> dict[str, np.ndarray]:
+            if fisher_groups is not None:
+                return fisher_autocorr_on_windows(adapter, fisher_groups, windows)
+            return autocorr_on_windows(adapter, layers, windows, per_token)
+
+        return cached_arrays(cache_dir, "linear-autocorr", settings, make)
 
     def eig() -> dict[str, np.ndarray]:
         from tensorgpt.common.progress import track
@@ -120,9 +209,14 @@ def activation_eig(
             c = arrays[f"c{i}"].astype(np.float64)
             lam, u = np.linalg.eigh((c + c.T) / 2)
             out[f"lam{i}"], out[f"u{i}"] = lam, u.astype(np.float32)
+            if f"f{i}" in arrays:
+                out[f"f{i}"] = arrays[f"f{i}"]
         return out
 
     arrays = cached_arrays(cache_dir, "linear-eig", settings, eig)
     report["calibration_tokens"] = int(arrays["n_pos"])
     report["per_token"] = per_token
-    return [(arrays[f"lam{i}"], arrays[f"u{i}"]) for i in range(len(layers))], report
+    report["loss_weighted"] = fisher_groups is not None
+    extra = (lambda i: (arrays[f"f{i}"],)) if fisher_groups is not None else (lambda i: ())
+    eigs = [(arrays[f"lam{i}"], arrays[f"u{i}"], *extra(i)) for i in range(len(layers))]
+    return eigs, report

@@ -38,15 +38,15 @@ def describe_source(report: dict, source: str, log) -> None:
 def rerounded_lines(report: dict) -> list[str]:
     """One log line per re-rounded tensor of a GGUF source (an fp32 source is always
     re-rounded: one summary line there)."""
-    tensors = report["tensors"]
+    tensors, fmt = report["tensors"], report.get("format", "q4")
     off = {n: t for n, t in tensors.items() if t["exact_blocks"] < 1}
     if not report.get("source_is_gguf"):
         if not off:
             return []
         worst = max(t["rel_rms_error"] for t in off.values())
-        return [f"q4: {len(off)} matrices rounded to the grid, worst rel RMS error {worst:.2e}"]
+        return [f"{fmt}: {len(off)} matrices rounded to the grid, worst rel RMS error {worst:.2e}"]
     return [
-        f"q4: {name} re-rounded ({1 - t['exact_blocks']:.1%} of blocks not on a 4-bit source "
+        f"{fmt}: {name} re-rounded ({1 - t['exact_blocks']:.1%} of blocks not on a 4-bit source "
         f"grid), rel RMS error {t['rel_rms_error']:.2e}"
         for name, t in off.items()
     ]

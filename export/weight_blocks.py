@@ -27,6 +27,8 @@ re-rounded: lossless against the dequantized weights. Other weights are rounded 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -53,6 +55,25 @@ def _decode_nodes(b: GraphBuilder, packed: str, scale: str, minimum: str, k: int
     return b.op("Reshape", [w, b.ints(f"weight_{k}x{n}", [k, n])])
 
 
+@dataclass(frozen=True)
+class BlockCodec:
+    """One block format for `quantize_weights_q4`'s loop: `encode` (K, N) float32 ->
+    ({initializer suffix: stored array}, the decoded (K, N) float32, exact (K/32, N) bool);
+    `decode` (builder, the initializers' names in that order, K, N) -> the (K, N) output."""
+
+    encode: Callable[[np.ndarray], tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]
+    decode: Callable[[GraphBuilder, list[str], int, int], str]
+
+
+def _encode_q4(w: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    packed, scale, minimum, exact = encode_q4_blocks_exact(w)
+    parts = {"q4": packed, "scale": scale[:, None, :], "min": minimum[:, None, :]}
+    return parts, decode_q4_blocks(packed, scale, minimum), exact
+
+
+Q4_CODEC = BlockCodec(_encode_q4, lambda b, names, k, n: _decode_nodes(b, *names, k, n))
+
+
 def weight_key(w: np.ndarray) -> str:
     """Content hash that finds a graph weight again among the torch parameters."""
     w = np.ascontiguousarray(w, dtype=np.float32)
@@ -60,7 +81,10 @@ def weight_key(w: np.ndarray) -> str:
 
 
 def quantize_weights_q4(
-    model: onnx.ModelProto, deferred: dict | None = None, keep_decoded: dict | None = None
+    model: onnx.ModelProto,
+    deferred: dict | None = None,
+    keep_decoded: dict | None = None,
+    codec: BlockCodec = Q4_CODEC,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Rewrite the body's MatMul/Gemm weights in place.
 
@@ -72,8 +96,13 @@ def quantize_weights_q4(
     the file is written (one weight in memory at a time); the report's counts and `tensors`
     (keyed by parameter name) fill in then, and its decoded values go to `keep_decoded` (when
     given: a parity check on a few layers), keyed by parameter name in the parameter's layout.
+
+    codec: the block format (q4 by default; `--quantize q3` passes its own, export/quantizers/
+    q3.py); a streaming export (`deferred`) writes q4 only.
     """
     deferred = {} if deferred is None else deferred
+    if deferred and codec is not Q4_CODEC:
+        raise ValueError("a streaming export writes q4 blocks only")
     inits = {t.name: t for t in model.graph.initializer}
     b = GraphBuilder("q4")
     decoded: dict[str, np.ndarray] = {}
@@ -105,16 +134,8 @@ def quantize_weights_q4(
             out = _decode_nodes(b, *names, k, n)
         else:
             w = numpy_helper.to_array(inits[name]).astype(np.float32)
-            packed, scale, minimum, exact = encode_q4_blocks_exact(w)
-            back = decode_q4_blocks(packed, scale, minimum)
-            out = _decode_nodes(
-                b,
-                b.const(f"{tag}.q4", packed),
-                b.const(f"{tag}.scale", scale[:, None, :]),
-                b.const(f"{tag}.min", minimum[:, None, :]),
-                k,
-                n,
-            )
+            parts, back, exact = codec.encode(w)
+            out = codec.decode(b, [b.const(f"{tag}.{s}", a) for s, a in parts.items()], k, n)
             decoded[weight_key(w)] = back
             _account(report, weight_key(w), w, back, exact)
         replaced[name] = out

@@ -58,14 +58,27 @@ def espace_directions(autocorr: np.ndarray, weight: np.ndarray) -> Directions:
     return espace_directions_from_eig(lam, u, w)
 
 
-def espace_directions_from_eig(lam: np.ndarray, u: np.ndarray, weight: np.ndarray) -> Directions:
-    """The same from C's eigenvalues (in,) and eigenvectors (in, in) (cached by the export)."""
+def espace_directions_from_eig(
+    lam: np.ndarray, u: np.ndarray, weight: np.ndarray, row_weight: np.ndarray | None = None
+) -> Directions:
+    """The same from C's eigenvalues (in,) and eigenvectors (in, in) (cached by the export).
+
+    row_weight (out,): e_i = lam_i sum_r row_weight_r (W u_i)_r^2 / 2 instead, the loss-scale
+    error of `espace-fisher` (C loss-weighted, each layer's rows by its share of the group's
+    output gradients: export/activation_stats.py): still exact and additive, since the u_i
+    diagonalise that C."""
     w = np.asarray(weight, dtype=np.float64)
     u = np.asarray(u, dtype=np.float64)
     if u.shape != (w.shape[1], w.shape[1]) or lam.shape != (w.shape[1],):
         raise ValueError(f"eigenpairs {lam.shape}, {u.shape} do not match weight {w.shape}")
     lam = np.clip(np.asarray(lam, dtype=np.float64), 0.0, None)  # C is PSD; rounding
-    errors = lam * np.square(w @ u).sum(0)
+    if row_weight is None:
+        errors = lam * np.square(w @ u).sum(0)
+    else:
+        rows = np.asarray(row_weight, dtype=np.float64)
+        if rows.shape != (w.shape[0],):
+            raise ValueError(f"row_weight {rows.shape} does not match weight {w.shape}")
+        errors = lam * (rows[:, None] * np.square(w @ u)).sum(0) / 2
     order = np.argsort(-errors, kind="stable")
     return Directions(u[:, order], errors[order], w.shape[0])
 
@@ -82,8 +95,14 @@ def factor_params(rank: int, in_dim: int, out: int) -> int:
     return rank * (in_dim + out)
 
 
-def allocate_ranks(groups: list[Directions], budget: int, step: int = STEP) -> list[int | None]:
+def allocate_ranks(
+    groups: list[Directions], budget: int, step: int = STEP, relative: bool = True
+) -> list[int | None]:
     """Rank per group (None: dense) with total stored parameters <= budget.
+
+    relative: divide each group's errors by its total (a relative output error); False when
+    the errors are already on one scale across groups (espace-fisher's loss per position), so
+    the greedy step compares estimated loss increase per stored parameter directly.
 
     Every group that can save parameters starts at rank `step`; then the greedy rule of the
     module docstring. Raises ValueError if even those starting ranks exceed the budget."""
@@ -92,7 +111,7 @@ def allocate_ranks(groups: list[Directions], budget: int, step: int = STEP) -> l
     ranks: list[int | None] = []
     rel: list[np.ndarray] = []
     for g in groups:
-        total = float(g.errors.sum())
+        total = float(g.errors.sum()) if relative else 1.0
         rel.append(g.errors / total if total > 0 else np.zeros_like(g.errors))
         saves = factor_params(step, g.in_dim, g.out) < g.in_dim * g.out
         ranks.append(step if saves and step < g.in_dim else None)

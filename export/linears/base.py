@@ -59,12 +59,16 @@ class LinearCompressor:
     shared: ClassVar[bool] = True  # layers reading one input share A
     calibrated: ClassVar[bool] = True  # needs the eigenpairs of the inputs' autocorrelation
     per_token: ClassVar[bool] = False  # ... with every position's input scaled to norm 1
+    # ... weighted by the loss gradients at the layers' outputs (export/activation_stats.py);
+    # then the errors are loss per position, one scale for all groups (not divided by totals)
+    loss_weighted: ClassVar[bool] = False
 
     def directions(
         self, weight: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None
     ) -> Directions:
         """weight (out, in): the group's stacked weights; eig: (lam (in,), U (in, in)) of the
-        group's input autocorrelation C = U diag(lam) U^T, or None if not `calibrated`."""
+        group's input autocorrelation C = U diag(lam) U^T, or None if not `calibrated`; when
+        `loss_weighted`, also each row's share of the group's output gradients (out,)."""
         raise NotImplementedError
 
 
@@ -108,7 +112,11 @@ def compress_linears(
             spec.calib_text,
             fingerprint,
             compressor.per_token,
+            groups if compressor.loss_weighted else None,
         )
+        if compressor.loss_weighted:  # each layer's share, on every row of its weight
+            outs = [[body.get_submodule(n).weight.shape[0] for n in g] for g in groups]
+            eigs = [(lam, u, np.repeat(f, o)) for (lam, u, f), o in zip(eigs, outs, strict=True)]
     dirs = [
         compressor.directions(w, c)
         for w, c in zip(
@@ -118,7 +126,7 @@ def compress_linears(
         )
     ]
     original = sum(w.size for w in weights)
-    ranks = allocate_ranks(dirs, int(spec.ratio * original), STEP)
+    ranks = allocate_ranks(dirs, int(spec.ratio * original), STEP, not compressor.loss_weighted)
     stored = 0
     rows = []
     for names, w, d, k in zip(groups, weights, dirs, ranks, strict=True):

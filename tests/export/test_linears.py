@@ -74,3 +74,56 @@ def test_bad_linear_options(tiny_llama, tmp_path, capsys, flags, word):
     errors = [line for line in err.splitlines() if line.startswith("tensorgpt export: error:")]
     assert len(errors) == 1 and word in errors[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_full_rank_factors_reproduce_the_model(tiny_llama):
+    """Sanity of the factored path: with every direction kept (k = in), the loss-weighted
+    bases and B = W P give the original logits back; the loss-scale errors add up to
+    1/2 E[s_t sum_j share_j ||W_j x_t||^2] over all directions (exact additivity)."""
+    import numpy as np
+    import torch
+
+    from tensorgpt.export.activation_stats import fisher_autocorr_on_windows
+    from tensorgpt.export.linears.factored import input_groups, replace_group
+    from tensorgpt.export.load import load
+    from tensorgpt.models.base import adapter_for
+    from tensorgpt.tt_ops.rank_allocation import espace_directions
+
+    loaded = load(str(tiny_llama))
+    adapter = adapter_for(loaded.model)
+    body = adapter.decoder_body()
+    vocab = adapter.shape().vocab_size
+    windows = (np.arange(2 * 48).reshape(2, 48) * 7919 + 13) % vocab
+    groups = input_groups(loaded.model, body, torch.from_numpy(windows[:1]))
+    stats = fisher_autocorr_on_windows(adapter, groups, windows)
+    ids = torch.from_numpy(windows[1:])
+    with torch.no_grad():
+        before = loaded.model(ids, use_cache=False).logits
+    for i, names in enumerate(groups):
+        weights = [body.get_submodule(n).weight.detach().double().numpy() for n in names]
+        w = np.concatenate(weights)
+        rows = np.repeat(stats[f"f{i}"], [x.shape[0] for x in weights])
+        d = espace_directions(stats[f"c{i}"], w)  # the basis; errors below with row weights
+        lam = np.einsum("ij,jk,ki->i", d.basis.T, stats[f"c{i}"].astype(np.float64), d.basis)
+        total = float((rows[:, None] * np.square(w @ d.basis)).sum(0) @ lam) / 2
+        c = stats[f"c{i}"].astype(np.float64)
+        assert np.isclose(total, float(np.einsum("ij,jk,ik,i->", w, c, w, rows)) / 2, rtol=1e-4)
+        splits = np.cumsum([x.shape[0] for x in weights])[:-1]
+        replace_group(body, names, d.basis.T, np.split(w @ d.basis, splits))
+    with torch.no_grad():
+        after = loaded.model(ids, use_cache=False).logits
+    assert float((after - before).abs().max()) < 1e-4
+
+
+def test_espace_fisher_ranks_by_loss_and_verifies(tiny_llama, tmp_path):
+    text = tmp_path / "calib.txt"
+    text.write_text("".join(f"line {i} says {i * 7 % 13} things.\n" for i in range(2000)))
+    out = tmp_path / "out"
+    flags = ["--linears", "espace-fisher", "--linear-ratio", "0.8", "--calib-text", str(text)]
+    assert _export(tiny_llama, out, *flags) == 0
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    lin = manifest["linears"]
+    assert manifest["verification"]["passed"]
+    assert lin["calibration"]["loss_weighted"] and lin["calibration"]["calibration"] == "text"
+    assert lin["stored_params"] <= 0.8 * lin["original_params"]
+    assert any(g["rank"] is not None for g in lin["groups"])

@@ -9,6 +9,7 @@ from tensorgpt.tt_ops.rank_allocation import (
     Directions,
     allocate_ranks,
     espace_directions,
+    espace_directions_from_eig,
     factor_params,
     svd_directions,
 )
@@ -63,3 +64,30 @@ def test_groups_that_cannot_save_stay_dense_and_small_budgets_are_refused():
     assert ranks == [None, 32]
     with pytest.raises(ValueError, match="below the smallest factorization"):
         allocate_ranks([wide], factor_params(32, 64, 512) - 1, step=32)
+
+
+def test_loss_scale_errors_are_compared_across_groups_as_they_are():
+    """relative=False: a group whose errors are 1000x smaller in loss units gets the smaller
+    rank even though its relative curve is the same; relative=True cannot tell them apart."""
+    loud = Directions(np.eye(256), 0.95 ** np.arange(256), 512)
+    quiet = Directions(np.eye(256), 1e-3 * 0.95 ** np.arange(256), 512)
+    budget = factor_params(256, 256, 512)
+    same = allocate_ranks([loud, quiet], budget, step=32)
+    assert same[0] == same[1]
+    loud_rank, quiet_rank = allocate_ranks([loud, quiet], budget, step=32, relative=False)
+    assert quiet_rank is not None and quiet_rank < same[1]
+    assert loud_rank is None or loud_rank > quiet_rank  # None: kept dense
+
+
+def test_row_weights_give_the_exact_weighted_error():
+    """e_i = lam_i sum_r rho_r (W u_i)_r^2 / 2 adds up to 1/2 E[sum_r rho_r (W x - W P P^T x)_r^2]."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1500, 16)) @ rng.standard_normal((16, 16))
+    w = rng.standard_normal((20, 16))
+    rho = rng.uniform(0.1, 2.0, 20)
+    c = x.T @ x / len(x)
+    lam, u = np.linalg.eigh(c)
+    d = espace_directions_from_eig(lam, u, w, rho)
+    p = d.basis[:, :6]
+    residual = x @ w.T - x @ p @ p.T @ w.T
+    assert np.mean((residual**2) @ rho) / 2 == pytest.approx(d.errors[6:].sum(), rel=1e-9)
