@@ -85,7 +85,7 @@ class TransformCode(EmbeddingMethod):
             from tensorgpt.common.files import read_text
 
             text = read_text(spec.calib_text, "--calib-text")
-        weights, metric, info = calibrate(
+        weights, metric, mean_h, info = calibrate(
             adapter,
             tokenizer,
             table.shape[0],
@@ -98,8 +98,13 @@ class TransformCode(EmbeddingMethod):
             DEFAULT_BITS if text is not None else DEFAULT_BITS_ANY_DOMAIN
         )
         with stage(f"[export] fitting the transform code ({bits:g} bits per entry)"):
+            # a tied head also gets the logit bias of the coding error (tt_ops/transform_code.py)
             code = fit_transform_code(
-                table, bits_per_weight=bits, token_counts=weights, sensitivity=metric
+                table,
+                bits_per_weight=bits,
+                token_counts=weights,
+                sensitivity=metric,
+                head_mean=mean_h if adapter.head_is_tied() else None,
             )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
@@ -129,10 +134,11 @@ def calibrate(
     cache_dir,
     mix: bool = True,
 ):
-    """(row importance (V,), metric (D, D), report) from the model's own samples and, when
-    given, a user text (tt_ops/row_prior.py's mixing rule). mix=False with a text: the text's
-    own counts and metric only (the calibration the README's tc figures were measured with)."""
-    from tensorgpt.export.calibration import WINDOW, sensitivity_metric, text_stats
+    """(row importance (V,), metric (D, D), mean head input (D,), report) from the model's own
+    samples and, when given, a user text (tt_ops/row_prior.py's mixing rule; the metric and
+    the head mean are mixed with the same shares). mix=False with a text: the text's own
+    statistics only (the calibration the README's tc figures were measured with)."""
+    from tensorgpt.export.calibration import WINDOW, head_mean, sensitivity_metric, text_stats
 
     if text is not None and not mix:
         user = text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
@@ -142,7 +148,7 @@ def calibrate(
             "calibration_tokens": int(user["n_tokens"]),
             "unseen_tokens": int((counts == 0).sum()),
         }
-        return counts, sensitivity_metric(user), info
+        return counts, sensitivity_metric(user), head_mean(user), info
     from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
     from tensorgpt.tt_ops.row_prior import row_importance
 
@@ -156,9 +162,10 @@ def calibrate(
         model_mass=gen["q"][:vocab],
         user_counts=None if user is None else user["counts"][:vocab],
     )
-    metric = sensitivity_metric(gen)
+    metric, mean_h = sensitivity_metric(gen), head_mean(gen)
     if user is not None:
         metric = shares["user"] * sensitivity_metric(user) + (1 - shares["user"]) * metric
+        mean_h = shares["user"] * head_mean(user) + (1 - shares["user"]) * mean_h
     info = {
         "calibration": "generated" if user is None else "generated + text",
         "calibration_shares": shares,
@@ -168,4 +175,4 @@ def calibrate(
     if user is not None:
         info["calibration_tokens"] = int(user["n_tokens"])
         info["unseen_tokens"] = int((user["counts"][:vocab] == 0).sum())
-    return weights, metric, info
+    return weights, metric, mean_h, info

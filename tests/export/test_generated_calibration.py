@@ -81,7 +81,7 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
-    assert len(cached) == 1 and cached[0].startswith("generated-stats-")
+    assert [name.split("-")[:2] for name in cached] == [["generated", "ids"], ["generated", "stats"]]
 
     def fail(*a, **k):
         raise AssertionError("generated again instead of reading the cache")
@@ -98,7 +98,7 @@ def test_a_user_text_takes_all_but_the_unseen_mass(model_and_tokenizer, tmp_path
     model, tok = model_and_tokenizer
     text = "The quick brown fox jumps over the lazy dog. A fox, a dog. " * 60
     V = model.config.vocab_size
-    weights, metric, info = calibrate(adapter_for(model), tok, V, text, "fp", tmp_path)
+    weights, metric, mean_h, info = calibrate(adapter_for(model), tok, V, text, "fp", tmp_path)
     shares = info["calibration_shares"]
     assert info["calibration"] == "generated + text" and 0.5 < shares["user"] < 1
     assert shares["model"] == pytest.approx((1 - shares["user"]) / 2, abs=1e-6)
@@ -107,6 +107,7 @@ def test_a_user_text_takes_all_but_the_unseen_mass(model_and_tokenizer, tmp_path
     unseen = np.setdiff1d(np.arange(V), ids)
     assert weights[ids].min() > weights[unseen].max()  # the user's tokens come first
     assert metric.shape == (64, 64) and np.allclose(metric, metric.T)
+    assert mean_h.shape == (64,) and np.isfinite(mean_h).all() and np.abs(mean_h).max() > 0
 
 
 def test_fingerprint_follows_the_weights(model_and_tokenizer):
