@@ -81,7 +81,10 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
-    assert [name.split("-")[:2] for name in cached] == [["generated", "ids"], ["generated", "stats"]]
+    assert [name.split("-")[:2] for name in cached] == [
+        ["generated", "ids"],
+        ["generated", "stats"],
+    ]
 
     def fail(*a, **k):
         raise AssertionError("generated again instead of reading the cache")
