@@ -104,7 +104,7 @@ class TransformCode(EmbeddingMethod):
                 bits_per_weight=bits,
                 token_counts=weights,
                 sensitivity=metric,
-                head_mean=mean_h if adapter.head_is_tied() else None,
+                head_mean=mean_h if mean_h is not None and adapter.head_is_tied() else None,
             )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
@@ -137,7 +137,8 @@ def calibrate(
     """(row importance (V,), metric (D, D), mean head input (D,), report) from the model's own
     samples and, when given, a user text (tt_ops/row_prior.py's mixing rule; the metric and
     the head mean are mixed with the same shares). mix=False with a text: the text's own
-    statistics only (the calibration the README's tc figures were measured with)."""
+    statistics only (the calibration the README's tc figures were measured with), and no head
+    mean: the logit bias was measured for the text-free calibration, that path is unchanged."""
     from tensorgpt.export.calibration import WINDOW, head_mean, sensitivity_metric, text_stats
 
     if text is not None and not mix:
@@ -148,7 +149,7 @@ def calibrate(
             "calibration_tokens": int(user["n_tokens"]),
             "unseen_tokens": int((counts == 0).sum()),
         }
-        return counts, sensitivity_metric(user), head_mean(user), info
+        return counts, sensitivity_metric(user), None, info
     from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
     from tensorgpt.tt_ops.row_prior import row_importance
 
