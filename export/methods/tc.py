@@ -110,6 +110,7 @@ class TransformCode(EmbeddingMethod):
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,
+            "logit_bias": code.logit_bias is not None,
             **info,
             "calibration_text": None if text is None else stored_path(spec.calib_text),
         }
