@@ -81,6 +81,7 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     assert DEFAULT_BITS < info["bits_per_weight"] <= DEFAULT_BITS_ANY_DOMAIN
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
+    assert info["logit_bias"] is True
     # the tied head adds the code's logit bias, large enough that the parity check (1e-3)
     # would fail without the graph's Add
     inits = {t.name: t for t in onnx.load(str(tmp_path / "a/model.onnx")).graph.initializer}
