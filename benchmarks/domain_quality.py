@@ -35,6 +35,7 @@ from tensorgpt.domain_texts import DEFAULT_WIKITEXT, domains  # noqa: E402
 from tensorgpt.export.calibration import (  # noqa: E402
     WINDOW,
     compute_stats,
+    head_mean,
     sensitivity_metric,
     window_stats,
 )
@@ -94,14 +95,15 @@ class Evaluator:
                 out.append(h.numpy().astype(np.float16))
         return np.concatenate(out)
 
-    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray, bias=None) -> np.ndarray:
         torch = self.torch
         w = torch.from_numpy(np.ascontiguousarray(head, np.float32))
+        b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
         out = []
         with torch.no_grad():
             for i in range(0, len(x), 4):
                 hb = torch.from_numpy(h[i : i + 4, :-1].astype(np.float32))
-                logits = hb @ w.T
+                logits = hb @ w.T if b is None else hb @ w.T + b
                 tgt = torch.from_numpy(x[i : i + 4, 1:])
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none"
@@ -109,13 +111,13 @@ class Evaluator:
                 out.append(nll.view(tgt.shape).numpy())
         return np.concatenate(out)
 
-    def nll(self, in_table=None, head=None) -> dict[str, np.ndarray]:
-        """Per-token nll (windows, WINDOW - 1) per domain."""
+    def nll(self, in_table=None, head=None, bias=None) -> dict[str, np.ndarray]:
+        """Per-token nll (windows, WINDOW - 1) per domain (bias: added to the logits)."""
         head = self.table if head is None else head
         res = {}
         for n, x in self.ids.items():
             h = self.hidden[n] if in_table is None else self._hidden(x, in_table)
-            res[n] = self._nll(h, x, head)
+            res[n] = self._nll(h, x, head, bias)
         return res
 
 
@@ -192,7 +194,9 @@ def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
 
 
 def calibration(args, model, tok, V: int):
-    """(row importance, metric) of --weights / --calib / --gen."""
+    """(row importance, metric, head mean) of --weights / --calib / --gen; the head mean (for
+    the tied head's logit bias) as export/methods/tc.py takes it (generated text mixed with a
+    user text by the same shares), None for the other --weights."""
     if args.weights == "rule":  # tt_ops/row_prior.py: model mass + tokenizer prior (+ user)
         from tensorgpt.tt_ops.row_prior import row_importance
 
@@ -201,13 +205,14 @@ def calibration(args, model, tok, V: int):
         w, pis = row_importance(
             V, model_mass=gst["q"][:V], user_counts=None if ust is None else ust["counts"][:V]
         )
-        sens = sensitivity_metric(gst)
+        sens, mu = sensitivity_metric(gst), head_mean(gst)
         if ust is not None:
             sens = pis["user"] * sensitivity_metric(ust) + (1 - pis["user"]) * sens
+            mu = pis["user"] * head_mean(ust) + (1 - pis["user"]) * mu
         print(f"# mixture {pis}", flush=True)
-        return w, sens
+        return w, sens, mu
     st = get_stats(args.calib, model, tok, args.cache_dir)
-    return row_weights(args.weights, st, V), sensitivity_metric(st)
+    return row_weights(args.weights, st, V), sensitivity_metric(st), None
 
 
 def baseline_table(codec: str, table: np.ndarray) -> tuple[np.ndarray, int]:
@@ -221,15 +226,16 @@ def baseline_table(codec: str, table: np.ndarray) -> tuple[np.ndarray, int]:
     return row_codecs.dequantize_int4_blocks(codes, scale), codes.nbytes + scale.nbytes
 
 
-def score(ev, dec, res: dict, args, base: dict, tag: str) -> dict:
-    """res + the perplexity change per domain in each mode (tied, head, input)."""
+def score(ev, dec, res: dict, args, base: dict, tag: str, bias=None) -> dict:
+    """res + the perplexity change per domain in each mode (tied, head, input); bias: the
+    tied head's logit bias (added in the tied and head modes, as the export does)."""
     modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
     if args.head_only:
         del modes["tied"]
     if args.split:
         modes["input"] = (dec, None)
     for mode, (i, h) in modes.items():
-        nll = ev.nll(i, h)
+        nll = ev.nll(i, h, bias if h is not None else None)
         np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
         p = ppl(nll)
         res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
@@ -249,6 +255,11 @@ def main(argv=None) -> int:
     ap.add_argument("--head-only", action="store_true", help="screen: skip the tied forward")
     ap.add_argument("--gen", default="gen", help="generated calibration for --weights rule")
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
+    ap.add_argument(
+        "--no-head-bias",
+        action="store_true",
+        help="--weights rule: without the tied head's logit bias (the export adds it)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
     ap.add_argument("--cache-dir", default="/tmp/i19-cache")
@@ -278,12 +289,13 @@ def main(argv=None) -> int:
         res = {"codec": args.codec, "ratio": ev.table.nbytes / nbytes}
         rows.append(score(ev, dec, res, args, base, args.codec))
     else:
-        w, sens = calibration(args, model, tok, V)
+        w, sens, mu = calibration(args, model, tok, V)
+        mu = None if args.no_head_bias else mu
     for b, floor in [(b, f) for b in args.bits for f in args.floor] * (args.codec == "tc"):
         t = time.time()
         kw = {} if floor is None else {"floor_bits": floor}
         enc = fit_transform_code(
-            ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, **kw
+            ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, head_mean=mu, **kw
         )
         dec = enc.decode()
         res = {
@@ -294,9 +306,11 @@ def main(argv=None) -> int:
             "class_sizes": enc.meta["class_sizes"],
             "class_bpw": [round(x, 2) for x in enc.meta["class_bits_per_weight"]],
         }
+        res["head_bias"] = enc.logit_bias is not None
         tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
+        tag += "_bias" if enc.logit_bias is not None else ""
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
-        rows.append(score(ev, dec, res, args, base, tag))
+        rows.append(score(ev, dec, res, args, base, tag, enc.logit_bias))
     if args.json:
         print(
             json.dumps({"base": base, "calib": args.calib, "weights": args.weights, "rows": rows})

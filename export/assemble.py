@@ -55,7 +55,10 @@ def attach_embedding_and_head(
     gemm_inputs = [flat, table]
     if head_bias is not None:
         gemm_inputs.append(head.const("bias", np.asarray(head_bias, dtype=np.float32)))
-    logits = _head_quirks(head, head.op("Gemm", gemm_inputs, transB=1), head_quirks)
+    logits = head.op("Gemm", gemm_inputs, transB=1)
+    if untied_head is None:
+        logits = apply_logit_fix(embed, head, embedding, logits)
+    logits = _head_quirks(head, logits, head_quirks)
     lead = head.op("Shape", ["hidden_states"], start=0, end=2)
     shape = head.op("Concat", [lead, head.ints("vocab", [vocab])], axis=0)
     head.op("Reshape", [logits, shape], output="logits")
@@ -75,6 +78,20 @@ def attach_embedding_and_head(
     graph.node.extend(embed.nodes + body_nodes + head.nodes)
     graph.initializer.extend(embed.initializers + head.initializers)
     return body
+
+
+def apply_logit_fix(store: GraphBuilder, b: GraphBuilder, embedding, logits: str) -> str:
+    """logits * scale + bias when the tied table carries a correction (EmbeddingGraph.logit_fix):
+    fp16 initializers in `store` (the embedding's builder, so their bytes count as the
+    table's), Cast to fp32 (folded at load), Mul and Add in `b` after the head's product."""
+    scale, bias = embedding.logit_fix()
+    if scale is not None:
+        factor = store.op("Cast", [store.const("logit_scale", scale.astype(np.float16))], to=1)
+        logits = b.op("Mul", [logits, factor])
+    if bias is not None:
+        shift = store.op("Cast", [store.const("logit_bias", bias.astype(np.float16))], to=1)
+        logits = b.op("Add", [logits, shift])
+    return logits
 
 
 def _head_quirks(b: GraphBuilder, logits: str, quirks: HeadQuirks | None) -> str:

@@ -3,6 +3,7 @@
     counts  token occurrences in the whole text (tokenizer only)
     c_in    sum over positions of g g^T, g = d(loss)/d(input embedding)   (input side)
     c_h     sum over positions of h h^T, h = the LM head's input           (output side)
+    h_sum   sum over positions of h (the tied head's logit bias, tt_ops/transform_code.py)
     q       sum over positions of the predicted distribution (output-side row weight)
 
 The coder uses M = (c_in + c_h) / n as the metric in which a row's error is measured (error e
@@ -27,6 +28,8 @@ from tensorgpt.common.progress import track
 from tensorgpt.models import ModelAdapter
 
 WINDOW = 512
+# Version of the statistics' contents, part of every cache key: 2 added h_sum.
+STATS_VERSION = 2
 
 
 def window_for(adapter: ModelAdapter) -> int:
@@ -36,7 +39,7 @@ def window_for(adapter: ModelAdapter) -> int:
 
 
 def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.ndarray]:
-    """c_in, c_h, q and n_pos (see the module docstring) over token windows (n, L), one
+    """c_in, c_h, h_sum, q and n_pos (see the module docstring) over token windows (n, L), one
     forward and backward per window. Only d(loss)/d(input embedding) is needed, so the weights'
     own gradients are switched off while it runs (about half the backward's work)."""
     import torch
@@ -48,6 +51,7 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
     vocab, dim = emb.weight.shape
     c_in = torch.zeros(dim, dim, dtype=torch.float64)
     c_h = torch.zeros(dim, dim, dtype=torch.float64)
+    h_sum = torch.zeros(dim, dtype=torch.float64)
     q = torch.zeros(vocab, dtype=torch.float64)
     n_pos = 0
     captured = {}
@@ -68,13 +72,20 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
             c_in += g.T @ g
             h = captured["h"][0, :-1].detach().double()
             c_h += h.T @ h
+            h_sum += h.sum(0)
             q += torch.softmax(logits.detach().double(), -1)[:, :vocab].sum(0)
             n_pos += logits.shape[0]
     finally:
         hook.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
-    return {"q": q.numpy(), "c_in": c_in.numpy(), "c_h": c_h.numpy(), "n_pos": np.array(n_pos)}
+    return {
+        "q": q.numpy(),
+        "c_in": c_in.numpy(),
+        "c_h": c_h.numpy(),
+        "h_sum": h_sum.numpy(),
+        "n_pos": np.array(n_pos),
+    }
 
 
 def compute_stats(
@@ -136,6 +147,7 @@ def text_stats(
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "windows": 16,
         "window": WINDOW,
+        "stats": STATS_VERSION,
     }
     return cached_arrays(
         cache_dir, "text-stats", settings, lambda: compute_stats(adapter, tokenizer, text)
@@ -146,3 +158,8 @@ def sensitivity_metric(stats: dict[str, np.ndarray]) -> np.ndarray:
     """M = (c_in + c_h) / n: the (D, D) metric the coder whitens rows by."""
     n = float(stats["n_pos"])
     return stats["c_in"] / n + stats["c_h"] / n
+
+
+def head_mean(stats: dict[str, np.ndarray]) -> np.ndarray:
+    """E[h] = h_sum / n: the mean input of the LM head (D,), for the tied head's logit bias."""
+    return stats["h_sum"] / float(stats["n_pos"])

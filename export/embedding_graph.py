@@ -62,6 +62,12 @@ class EmbeddingGraph:
         """Compute the (V, D) float32 table the graph rebuilds (subclasses say how)."""
         raise NotImplementedError
 
+    def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(scale, bias), each (V,) float16 or None: a tied head's logits become
+        logits * scale + bias (a correction for the table's coding error, e.g. the transform
+        code's logit bias, tt_ops/transform_code.py). Default: none."""
+        return None, None
+
     def decoded(self) -> np.ndarray:
         """`dense()`, computed once: the metrics and the PyTorch verification both need it,
         and for TT or tc it means rebuilding the whole table."""

@@ -24,6 +24,9 @@ wherever it can:
    T[c*R + 0, K + c] = 1 for class c's own indicator column;
 5. one MatMul with [basis; means] (K + C, D) gives the (V, D) table, means included.
 
+A code fitted with a head mean also carries `logit_bias` (V,) fp16, which the tied head adds
+to its logits (export/assemble.py apply_logit_fix).
+
 Per coefficient that is a few uint8 passes, one int32 index, one float coefficient and the
 table itself, instead of int64 codes, float copies and a (rows, D) MatMul and Add per group.
 The values match `TransformCodedTable.decode()` up to float summation order (the table comes
@@ -96,6 +99,9 @@ class TransformCodedEmbedding(EmbeddingGraph):
         return self._decode(
             b, b.op("Slice", [codes, *at]), b.op("Slice", [class_ids, *at]), self._tables(b)
         )
+
+    def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return None, self.code.logit_bias  # the tied head's bias (tt_ops/transform_code.py)
 
     def _build(self, b: GraphBuilder) -> str:
         codes, class_ids = self._codes(b)

@@ -54,7 +54,7 @@ from tensorgpt.export.quantizers import get_quantizer, quantizer_names
 from tensorgpt.export.quantizers.base import WeightQuantizer
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.target import check_target, source_path
-from tensorgpt.export.verify import check_split, prompt_ids, verify
+from tensorgpt.export.verify import check_split, prompt_ids, torch_logit_fix, verify
 from tensorgpt.models import adapter_for
 
 # Past this many bytes of weights, protobuf's 2 GB limit needs ONNX external data.
@@ -236,7 +236,8 @@ def _export(
         # model ties them (assigning .data keeps the tie, as both modules share the Parameter).
         table_values = torch_table.dense(model_path) if packed else embedding.decoded()
         adapter.token_embedding().weight.data = torch.from_numpy(table_values.copy())
-        with step("verifying against PyTorch (16-token prompt, 8 cached steps)", log):
+        fix = torch_logit_fix(adapter, embedding if tied else None)
+        with step("verifying against PyTorch (16-token prompt, 8 cached steps)", log), fix:
             if packed:
                 report = verify_packed(model_path, loaded.model, adapter, loaded.tokenizer)
             else:

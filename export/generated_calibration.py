@@ -118,18 +118,24 @@ def generated_stats(
     adapter, tokenizer, config: GenerationConfig, fingerprint: str, cache_dir: Path
 ) -> dict[str, np.ndarray]:
     """export/calibration.py's statistics on the model's own samples, plus the sampled ids'
-    counts; cached by the model's fingerprint and `config`."""
-    from tensorgpt.export.calibration import cached_arrays, window_stats
+    counts; cached by the model's fingerprint and `config`. The sampled ids are cached on their
+    own ("generated-ids"), so a new version of the statistics does not sample again."""
+    from tensorgpt.export.calibration import STATS_VERSION, cached_arrays, window_stats
 
     # "sampler" names the sampling code: 2 = all starts in one batched call (one RNG stream)
     settings = {"model": fingerprint, "sampler": 2, **asdict(config)}
 
     def make() -> dict[str, np.ndarray]:
         # generate_windows shows its own progress; the result is cached for the next export
-        ids = generate_windows(adapter.model, tokenizer, config)
+        ids = cached_arrays(
+            cache_dir,
+            "generated-ids",
+            settings,
+            lambda: {"ids": generate_windows(adapter.model, tokenizer, config)},
+        )["ids"]
         vocab = adapter.token_embedding().weight.shape[0]
         counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
         stats = window_stats(adapter, ids)
         return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
 
-    return cached_arrays(cache_dir, "generated-stats", settings, make)
+    return cached_arrays(cache_dir, "generated-stats", {**settings, "stats": STATS_VERSION}, make)

@@ -9,6 +9,7 @@ a file with int8 MatMuls reports its difference and the cross-entropy change on 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -156,3 +157,25 @@ def compare_with_onnx(
         "perplexity_change_percent": 100.0 * (math.exp(nll_ort - nll_torch) - 1.0),
         "passed": bool(passed),
     }
+
+
+@contextmanager
+def torch_logit_fix(adapter, embedding):
+    """While open, PyTorch's LM head applies the tied table's logit correction as the graph
+    does (export/assemble.py apply_logit_fix: logits * scale + bias, before any quirks)."""
+    scale, bias = (None, None) if embedding is None else embedding.logit_fix()
+    if scale is None and bias is None:
+        yield
+        return
+    s = None if scale is None else torch.from_numpy(scale.astype(np.float32))
+    b = None if bias is None else torch.from_numpy(bias.astype(np.float32))
+
+    def hook(module, inputs, out):
+        out = out if s is None else out * s
+        return out if b is None else out + b
+
+    handle = adapter.lm_head().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -45,7 +45,8 @@ from tensorgpt.tt_ops.bit_packing import pack_bits, unpack_bits
 
 # Container of a coded table (safetensors, like the TT tables of tt_ops/storage.py).
 FORMAT = "tensorgpt-tc"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: optional logit_bias (1 is read too)
+READABLE_VERSIONS = ("1", "2")
 
 
 @dataclasses.dataclass
@@ -81,6 +82,7 @@ class TransformCodedTable:
     basis: np.ndarray  # int8 (K, D) (or float16 when basis_bits=16)
     groups: list  # [CodeGroup]
     row_gain: np.ndarray | None = None  # float16 (V,) or None
+    logit_bias: np.ndarray | None = None  # float16 (V,): added to the tied head's logits
     meta: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -94,8 +96,9 @@ class TransformCodedTable:
         n = (self.vocab_size + 1) // 2 if self.n_classes <= 16 else self.vocab_size
         n += self.means.nbytes + self.scale.nbytes + self.basis.nbytes
         n += sum(g.nbytes() for g in self.groups)
-        if self.row_gain is not None:
-            n += self.row_gain.nbytes
+        for extra in (self.row_gain, self.logit_bias):
+            if extra is not None:
+                n += extra.nbytes
         return int(n)
 
     def bits_per_weight(self) -> float:
@@ -145,6 +148,8 @@ class TransformCodedTable:
         }
         if self.row_gain is not None:
             a["row_gain"] = self.row_gain
+        if self.logit_bias is not None:
+            a["logit_bias"] = self.logit_bias
         for g in self.groups:
             key = f"g{g.cls}_b{g.bits}"
             a[f"{key}_axes"] = g.axes
@@ -176,7 +181,7 @@ def load_transform_code(path: str | Path) -> TransformCodedTable:
         header = f.metadata() or {}
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} is not a transform-coded table (format {FORMAT!r})")
-        if header.get("format_version") != FORMAT_VERSION:
+        if header.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{path}: format_version {header.get('format_version')!r} is not supported"
             )
@@ -199,5 +204,6 @@ def load_transform_code(path: str | Path) -> TransformCodedTable:
         basis=z["basis"],
         groups=groups,
         row_gain=z.get("row_gain"),
+        logit_bias=z.get("logit_bias"),
         meta={k: v for k, v in meta.items() if k not in ("groups",)},
     )

@@ -48,6 +48,7 @@ def fit_transform_code(
     row_scale: bool = False,
     max_bits: int = MAX_BITS,
     class_scale=None,
+    head_mean=None,
 ) -> TransformCodedTable:
     """Encode a (V, D) table in about `bits_per_weight * V * D / 8` bytes (or `byte_budget`).
 
@@ -60,8 +61,12 @@ def fit_transform_code(
     class_scale: optional (C,) positive multipliers of the classes' importance (C = number of
         classes `assign_classes(token_counts)` gives), e.g. measured loss increase per unit of
         predicted distortion on calibration text (see benchmarks/quality_frontier.py).
-    The total (codes + codebooks + scales + basis + means + class ids + gains) never exceeds
-    the budget.
+    head_mean: optional (D,) mean of the LM head's input over calibration positions, for a
+        table tied to the head: the code then also stores logit_bias (V,) fp16, b_v =
+        head_mean . (x_v - decoded x_v), the part of each token's logit error common to every
+        position (transform_code.py); its 2 bytes per row come out of the budget.
+    The total (codes + codebooks + scales + basis + means + class ids + gains + logit bias)
+    never exceeds the budget.
     """
     x = _check_table(table)
     V, D = x.shape
@@ -72,6 +77,7 @@ def fit_transform_code(
         raise ValueError(f"max_bits: 1..8, got {max_bits}")
     weights = _check_weights(token_counts, V)
     m = _check_metric(sensitivity, D)
+    mu = _check_head_mean(head_mean, D)
     avg_bpw = 8.0 * budget / (V * D)
     if floor_bits is None:
         floor_bits = min(1.0, avg_bpw / 4)
@@ -92,6 +98,8 @@ def fit_transform_code(
     fixed = ((V + 1) // 2 if C <= 16 else V) + C * D * 2  # class ids, means
     if row_scale:
         fixed += 2 * V
+    if mu is not None:
+        fixed += 2 * V  # logit_bias
     bits, avail = allocate_bits(
         W,
         n_c,
@@ -157,6 +165,8 @@ def fit_transform_code(
             "seed": seed,
         },
     )
+    if mu is not None:
+        enc.logit_bias = ((x - enc.decode()) @ mu).astype(np.float16)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:
@@ -218,6 +228,15 @@ def _check_weights(token_counts, V: int) -> np.ndarray | None:
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("token_counts: must be finite and >= 0")
     return None if weights.sum() <= 0 else weights
+
+
+def _check_head_mean(head_mean, D: int) -> np.ndarray | None:
+    if head_mean is None:
+        return None
+    mu = np.asarray(head_mean, dtype=np.float64).reshape(-1)
+    if mu.shape[0] != D or not np.isfinite(mu).all():
+        raise ValueError(f"head_mean: expected {D} finite values, got shape {np.shape(head_mean)}")
+    return mu
 
 
 def _check_metric(sensitivity, D: int) -> np.ndarray:

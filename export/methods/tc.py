@@ -19,7 +19,8 @@ from tensorgpt.export.methods.base import EmbeddingMethod, Option
 #   (14.5x smaller; docs/results.md);
 # - without (any domain): the budget whose worst domain of four (wikitext-2 test, Python
 #   source, licenses, fortunes; none used for calibration) stayed within about 1% (6x smaller,
-#   +1.25% worst; `python benchmarks/domain_quality.py --calib none --weights rule --bits 5.33`).
+#   +1.25% worst tied before the logit bias, +0.80% decoded head only with it;
+#   `python benchmarks/domain_quality.py --calib none --weights rule --bits 5.33`).
 #   Below it the loss is no longer domain-specific: every domain loses about as much.
 DEFAULT_BITS = 2.2
 DEFAULT_BITS_ANY_DOMAIN = 5.33
@@ -85,7 +86,7 @@ class TransformCode(EmbeddingMethod):
             from tensorgpt.common.files import read_text
 
             text = read_text(spec.calib_text, "--calib-text")
-        weights, metric, info = calibrate(
+        weights, metric, mean_h, info = calibrate(
             adapter,
             tokenizer,
             table.shape[0],
@@ -98,12 +99,18 @@ class TransformCode(EmbeddingMethod):
             DEFAULT_BITS if text is not None else DEFAULT_BITS_ANY_DOMAIN
         )
         with stage(f"[export] fitting the transform code ({bits:g} bits per entry)"):
+            # a tied head also gets the logit bias of the coding error (tt_ops/transform_code.py)
             code = fit_transform_code(
-                table, bits_per_weight=bits, token_counts=weights, sensitivity=metric
+                table,
+                bits_per_weight=bits,
+                token_counts=weights,
+                sensitivity=metric,
+                head_mean=mean_h if mean_h is not None and adapter.head_is_tied() else None,
             )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,
+            "logit_bias": code.logit_bias is not None,
             **info,
             "calibration_text": None if text is None else stored_path(spec.calib_text),
         }
@@ -129,10 +136,12 @@ def calibrate(
     cache_dir,
     mix: bool = True,
 ):
-    """(row importance (V,), metric (D, D), report) from the model's own samples and, when
-    given, a user text (tt_ops/row_prior.py's mixing rule). mix=False with a text: the text's
-    own counts and metric only (the calibration the README's tc figures were measured with)."""
-    from tensorgpt.export.calibration import WINDOW, sensitivity_metric, text_stats
+    """(row importance (V,), metric (D, D), mean head input (D,), report) from the model's own
+    samples and, when given, a user text (tt_ops/row_prior.py's mixing rule; the metric and
+    the head mean are mixed with the same shares). mix=False with a text: the text's own
+    statistics only (the calibration the README's tc figures were measured with), and no head
+    mean: the logit bias was measured for the text-free calibration, that path is unchanged."""
+    from tensorgpt.export.calibration import WINDOW, head_mean, sensitivity_metric, text_stats
 
     if text is not None and not mix:
         user = text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
@@ -142,7 +151,7 @@ def calibrate(
             "calibration_tokens": int(user["n_tokens"]),
             "unseen_tokens": int((counts == 0).sum()),
         }
-        return counts, sensitivity_metric(user), info
+        return counts, sensitivity_metric(user), None, info
     from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
     from tensorgpt.tt_ops.row_prior import row_importance
 
@@ -156,9 +165,10 @@ def calibrate(
         model_mass=gen["q"][:vocab],
         user_counts=None if user is None else user["counts"][:vocab],
     )
-    metric = sensitivity_metric(gen)
+    metric, mean_h = sensitivity_metric(gen), head_mean(gen)
     if user is not None:
         metric = shares["user"] * sensitivity_metric(user) + (1 - shares["user"]) * metric
+        mean_h = shares["user"] * head_mean(user) + (1 - shares["user"]) * mean_h
     info = {
         "calibration": "generated" if user is None else "generated + text",
         "calibration_shares": shares,
@@ -168,4 +178,4 @@ def calibrate(
     if user is not None:
         info["calibration_tokens"] = int(user["n_tokens"])
         info["unseen_tokens"] = int((user["counts"][:vocab] == 0).sum())
-    return weights, metric, info
+    return weights, metric, mean_h, info

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tensorgpt.export.assemble import _replace_value
+from tensorgpt.export.assemble import _replace_value, apply_logit_fix
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
 from tensorgpt.export.packed.table import PackedTable
@@ -38,6 +38,8 @@ def attach_packed_embedding_and_head(
         head_table, head = PackedTable(DenseEmbedding(untied_head)), GraphBuilder("lm_head")
     bias = "" if head_bias is None else head.const("bias", np.asarray(head_bias, np.float32))
     logits = head_table.head(head, "hidden_states", bias)
+    if untied_head is None:
+        logits = apply_logit_fix(embed, head, embedding, logits)
     head.op("Identity", [logits], output="logits")
 
     _replace_value(

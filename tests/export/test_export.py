@@ -284,6 +284,7 @@ def test_transform_coded_table_verifies(tiny_llama, tmp_path):
     assert v["passed"] and v["greedy_match"] and v["max_abs_logit_diff"] <= 1e-3
     assert manifest["bytes"]["embedding"] < manifest["bytes"]["embedding_dense_fp32"] / 4
     assert manifest["embedding_info"]["classes"] >= 2
+    assert manifest["embedding_info"]["logit_bias"] is False  # --calib-text alone: unchanged
     dense = [
         s
         for s in _float_initializer_shapes(tmp_path / "tc" / "model.onnx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from tensorgpt.export import generated_calibration as gc
@@ -80,8 +81,17 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     assert DEFAULT_BITS < info["bits_per_weight"] <= DEFAULT_BITS_ANY_DOMAIN
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
+    assert info["logit_bias"] is True
+    # the tied head adds the code's logit bias, large enough that the parity check (1e-3)
+    # would fail without the graph's Add
+    inits = {t.name: t for t in onnx.load(str(tmp_path / "a/model.onnx")).graph.initializer}
+    bias = onnx.numpy_helper.to_array(inits["embedding.logit_bias"])
+    assert bias.shape == (first["config"]["vocab_size"],) and np.abs(bias).max() > 0.01
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
-    assert len(cached) == 1 and cached[0].startswith("generated-stats-")
+    assert [name.split("-")[:2] for name in cached] == [
+        ["generated", "ids"],
+        ["generated", "stats"],
+    ]
 
     def fail(*a, **k):
         raise AssertionError("generated again instead of reading the cache")
@@ -89,6 +99,11 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     monkeypatch.setattr(gc, "generate_windows", fail)
     export_model(str(tiny_llama), tmp_path / "b", spec, log=lambda _: None)
     assert (tmp_path / "a/model.onnx").read_bytes() == (tmp_path / "b/model.onnx").read_bytes()
+    # the packed runtime adds the same bias after its 8-bit head (parity against PyTorch)
+    packed = export_model(
+        str(tiny_llama), tmp_path / "p", spec, quantize="q4", runtime="packed", log=lambda _: None
+    )
+    assert packed["verification"]["passed"] and packed["verification"]["exact_grid"]["passed"]
 
 
 def test_a_user_text_takes_all_but_the_unseen_mass(model_and_tokenizer, tmp_path):
@@ -98,7 +113,7 @@ def test_a_user_text_takes_all_but_the_unseen_mass(model_and_tokenizer, tmp_path
     model, tok = model_and_tokenizer
     text = "The quick brown fox jumps over the lazy dog. A fox, a dog. " * 60
     V = model.config.vocab_size
-    weights, metric, info = calibrate(adapter_for(model), tok, V, text, "fp", tmp_path)
+    weights, metric, mean_h, info = calibrate(adapter_for(model), tok, V, text, "fp", tmp_path)
     shares = info["calibration_shares"]
     assert info["calibration"] == "generated + text" and 0.5 < shares["user"] < 1
     assert shares["model"] == pytest.approx((1 - shares["user"]) / 2, abs=1e-6)
@@ -107,6 +122,7 @@ def test_a_user_text_takes_all_but_the_unseen_mass(model_and_tokenizer, tmp_path
     unseen = np.setdiff1d(np.arange(V), ids)
     assert weights[ids].min() > weights[unseen].max()  # the user's tokens come first
     assert metric.shape == (64, 64) and np.allclose(metric, metric.T)
+    assert mean_h.shape == (64,) and np.isfinite(mean_h).all() and np.abs(mean_h).max() > 0
 
 
 def test_fingerprint_follows_the_weights(model_and_tokenizer):

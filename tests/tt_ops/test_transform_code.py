@@ -118,6 +118,25 @@ def test_row_gain_and_save_load(table, counts, tmp_path):
     assert back.nbytes() == enc.nbytes()
 
 
+def test_logit_bias_removes_the_common_part_of_the_head_error(table, counts, tmp_path):
+    """head_mean: logit_bias b_v = mu . e_v, inside the budget; with head inputs h = mu +
+    noise the tied head's logit error h . e_v - b_v is smaller than without it."""
+    rng = np.random.default_rng(3)
+    mu = rng.standard_normal(D) * 2.0
+    enc = fit_transform_code(table, bits_per_weight=1.5, token_counts=counts, head_mean=mu)
+    assert enc.logit_bias.shape == (V,) and enc.logit_bias.dtype == np.float16
+    assert enc.nbytes() <= int(1.5 * V * D / 8)
+    assert enc.nbytes() == sum(a.nbytes for a in enc.arrays().values())
+    e = table.astype(np.float64) - enc.decode()
+    h = mu + 0.5 * rng.standard_normal((200, D))
+    err = h @ e.T  # (positions, V) logit errors
+    fixed = err - enc.logit_bias.astype(np.float64)
+    assert (fixed**2).mean() < 0.5 * (err**2).mean()
+    enc.save(tmp_path / "b.safetensors")
+    back = load_transform_code(tmp_path / "b.safetensors")
+    np.testing.assert_array_equal(back.logit_bias, enc.logit_bias)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -134,6 +153,7 @@ def test_row_gain_and_save_load(table, counts, tmp_path):
         ({"bits_per_weight": 1, "basis_bits": 4}, "basis_bits"),
         ({"bits_per_weight": 1, "class_scale": [-1.0]}, "class_scale"),
         ({"bits_per_weight": 1, "max_bits": 9}, "max_bits"),
+        ({"bits_per_weight": 1, "head_mean": np.ones(3)}, "head_mean"),
     ],
 )
 def test_bad_input_raises_value_error(table, kwargs, name):
