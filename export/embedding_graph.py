@@ -14,6 +14,7 @@ Only standard ops appear: Gather, Reshape, Transpose, MatMul, Slice, Div, Mod, C
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,21 @@ class EmbeddingGraph:
         if getattr(self, "_decoded", None) is None:
             self._decoded = self.dense()
         return self._decoded
+
+    # attributes holding initializer names that one GraphBuilder made (the lookup and a tied
+    # head share them): another graph must make its own
+    BUILDER_STATE = ("_name", "_names", "_cores", "_table")
+
+    def fresh(self) -> EmbeddingGraph:
+        """A shallow copy holding the code only (the same arrays): no decoded table, and it
+        adds its initializers to the next builder it is given. A streaming export holds no
+        dense table while it writes, and its parity check builds a second, smaller file with
+        the table the first one coded."""
+        twin = copy.copy(self)
+        for name in (*self.BUILDER_STATE, "_decoded"):
+            if name in vars(twin):
+                setattr(twin, name, None)
+        return twin
 
 
 class DenseEmbedding(EmbeddingGraph):
