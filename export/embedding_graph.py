@@ -59,18 +59,18 @@ class EmbeddingGraph:
             self._decoded = self.dense()
         return self._decoded
 
-    # attributes holding initializer names that one GraphBuilder made (the lookup and a tied
-    # head share them): another graph must make its own
-    BUILDER_STATE = ("_name", "_names", "_cores", "_table")
-
     def fresh(self) -> EmbeddingGraph:
         """A shallow copy holding the code only (the same arrays): no decoded table, and it
         adds its initializers to the next builder it is given. A streaming export holds no
         dense table while it writes, and its parity check builds a second, smaller file with
-        the table the first one coded."""
+        the table the first one coded.
+
+        The convention it relies on: a format keeps its code in public attributes and, in
+        private ones (`_name`, `_cores`, ...), only what it made in one builder or computed
+        from the code, None until then."""
         twin = copy.copy(self)
-        for name in (*self.BUILDER_STATE, "_decoded"):
-            if name in vars(twin):
+        for name in vars(twin):
+            if name.startswith("_"):
                 setattr(twin, name, None)
         return twin
 

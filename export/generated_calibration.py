@@ -119,7 +119,7 @@ def generated_stats(
 ) -> dict[str, np.ndarray]:
     """export/calibration.py's statistics on the model's own samples, plus the sampled ids'
     counts; cached by the model's fingerprint and `config`."""
-    from tensorgpt.export.calibration import cached_arrays, token_counts, window_stats
+    from tensorgpt.export.calibration import cached_arrays, window_stats
 
     # "sampler" names the sampling code: 2 = all starts in one batched call (one RNG stream)
     settings = {"model": fingerprint, "sampler": 2, **asdict(config)}
@@ -127,7 +127,8 @@ def generated_stats(
     def make() -> dict[str, np.ndarray]:
         # generate_windows shows its own progress; the result is cached for the next export
         ids = generate_windows(adapter.model, tokenizer, config)
-        counts = token_counts(ids, adapter.token_embedding().weight.shape[0])
+        vocab = adapter.token_embedding().weight.shape[0]
+        counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
         stats = window_stats(adapter, ids)
         return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
 
