@@ -33,8 +33,10 @@ from pathlib import Path
 # a sibling module (benchmarks/ is on sys.path when a benchmark runs as a script)
 from real_shapes import GPT2_VOCAB, SHAPES
 
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
+
 ROOT = Path(__file__).resolve().parents[1]
-CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
+CALIB = Path(DEFAULT_WIKITEXT) / "valid.txt"  # beside the repo, or TENSORGPT_DATA
 TARGET_BASE = 1.5e9  # bytes: interpreter, torch, onnx, onnxruntime and the graph itself
 TARGET_PER_LARGEST = 3  # x the largest tensor's fp32 bytes: read, converted, encoded
 SHARD_BYTES = 2_000_000_000  # bf16 shards of about 2 GB, as HF's save_pretrained cuts them
