@@ -165,3 +165,20 @@ def test_model_free_calibration_keeps_the_counts_rule(tiny_llama):
     assert np.array_equal(mixed, expected) and info["calibration_shares"] == shares
     prior, _, _ = calibrate_without_model(tokenizer, vocab, None, mix=False)
     assert np.allclose(prior, tokenizer_prior(vocab))
+
+
+def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
+    """As from_pretrained(dtype=float32) does; bf16 is widened in place (one uint32 copy)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from tensorgpt.export.checkpoint_tensors import CheckpointTensors
+
+    values = torch.randn(33, 7, generator=torch.Generator().manual_seed(0))
+    stored = {"b": values.to(torch.bfloat16), "h": values.to(torch.float16)}
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    tensors = CheckpointTensors(tmp_path)
+    for key, tensor in stored.items():
+        read = tensors.read(key)
+        assert read.dtype == np.float32 and np.array_equal(read, tensor.float().numpy())
