@@ -80,7 +80,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "export/streaming.py). The model is never run whole, so --method tc calibrates "
         "without it: row importance from --calib-text's token counts (with --calib-mix yes or "
         "no text: mixed with the tokenizer's prior), plain squared error instead of the "
-        "loss-sensitivity metric (its cost: README, Large models); no --heal-steps",
+        "loss-sensitivity metric: measured +4%% worst domain at the default budget, 3-7x "
+        "perplexity out of domain at 2.2 bits (README, Large models); no --heal-steps",
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
