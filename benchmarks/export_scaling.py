@@ -3,6 +3,7 @@
     python benchmarks/export_scaling.py --shapes gpt2 --variants none,q4 [--stream both]
     python benchmarks/export_scaling.py --shapes gpt2-xl --variants none,q4 --stream on
     python benchmarks/export_scaling.py --shapes qwen2.5-7b --variants q4 --stream on
+    python benchmarks/export_scaling.py --shapes qwen2.5-7b --variants q4 --stream on --layers 2
 
 The target (issue 17): peak RSS <= 1.5 GB + 3 x the largest single tensor's fp32 bytes, and
 time linear in the parameter count (seconds per billion parameters). Each checkpoint is
@@ -33,8 +34,10 @@ from pathlib import Path
 # a sibling module (benchmarks/ is on sys.path when a benchmark runs as a script)
 from real_shapes import GPT2_VOCAB, SHAPES
 
+from tensorgpt.domain_texts import DEFAULT_WIKITEXT
+
 ROOT = Path(__file__).resolve().parents[1]
-CALIB = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"  # beside the repo
+CALIB = Path(DEFAULT_WIKITEXT) / "valid.txt"  # beside the repo, or TENSORGPT_DATA
 TARGET_BASE = 1.5e9  # bytes: interpreter, torch, onnx, onnxruntime and the graph itself
 TARGET_PER_LARGEST = 3  # x the largest tensor's fp32 bytes: read, converted, encoded
 SHARD_BYTES = 2_000_000_000  # bf16 shards of about 2 GB, as HF's save_pretrained cuts them
@@ -199,6 +202,16 @@ def same_content(a: Path, b: Path) -> bool:
     return proto(a) == proto(b)
 
 
+def with_layers(shape: str, layers: int) -> str:
+    """The name of `shape` cut to `layers` layers, added to SHAPES."""
+    family, overrides, dtype = SHAPES[shape]
+    keys = ("n_layer",) if family == "gpt2" else ("num_hidden_layers", "max_window_layers")
+    cut = {**overrides, **{k: layers for k in keys if k in overrides or k == keys[0]}}
+    name = f"{shape}-{layers}layers"
+    SHAPES[name] = (family, cut, dtype)
+    return name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="gpt2", help=f"comma list of {', '.join(SHAPES)}")
@@ -206,12 +219,21 @@ def main() -> None:
     ap.add_argument("--stream", choices=["off", "on", "both"], default="both")
     ap.add_argument("--work", help="folder for checkpoints and exports (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints (with --work)")
+    ap.add_argument(
+        "--layers",
+        type=int,
+        help="keep only this many layers of each shape: with 2, a --stream export's layer "
+        "check alone (it builds the same 2-layer model a full export's check does)",
+    )
     args = ap.parse_args()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.stream]
+    shapes = args.shapes.split(",")
+    if args.layers:
+        shapes = [with_layers(shape, args.layers) for shape in shapes]
     table = []
     with tempfile.TemporaryDirectory(prefix="export-scaling-", dir=args.work) as tmp:
         work = Path(args.work or tmp)
-        for shape in args.shapes.split(","):
+        for shape in shapes:
             ckpt = work / f"ckpt-{shape}"
             need = checkpoint_estimate(shape)
             free = shutil.disk_usage(work).free

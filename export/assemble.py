@@ -116,3 +116,24 @@ def _replace_value(values, old: str, new: onnx.ValueInfoProto) -> None:
             values.insert(i, new)
             return
     raise RuntimeError(f"body graph has no input or output {old}")
+
+
+def assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int, tied: bool) -> None:
+    """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
+
+    (int8 codes of the whole table are the compressed format of the int8-rows baseline; an
+    untied head, Mistral or Phi-3, is a matrix of its own, stored dense under `lm_head.`.)
+    """
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+    for tensor in model.graph.initializer:
+        if not tied and tensor.name.startswith("lm_head."):
+            continue
+        if tensor.data_type in floats and sorted(tensor.dims) == sorted([vocab, dim]):
+            raise RuntimeError(
+                f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
+            )

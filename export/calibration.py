@@ -88,13 +88,23 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
     }
 
 
+def text_ids(tokenizer, text: str) -> np.ndarray:
+    """The token ids of `text` (int64), without special tokens."""
+    return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+
+def token_counts(ids: np.ndarray, vocab: int) -> np.ndarray:
+    """(vocab,) float64 occurrences of each id in `ids` (ids past the table are left out)."""
+    ids = np.asarray(ids).reshape(-1)
+    return np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
+
+
 def compute_stats(
     adapter: ModelAdapter, tokenizer, text: str, n_windows: int = 16
 ) -> dict[str, np.ndarray]:
     """Token counts over `text` and model statistics over `n_windows` evenly spaced windows."""
-    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    vocab = adapter.token_embedding().weight.shape[0]
-    counts = np.bincount(ids[ids < vocab], minlength=vocab).astype(np.float64)
+    ids = text_ids(tokenizer, text)
+    counts = token_counts(ids, adapter.token_embedding().weight.shape[0])
     window = min(window_for(adapter), len(ids))
     if window < 2:
         raise ValueError("--calib-text: fewer than 2 tokens")

@@ -105,3 +105,17 @@ def compress_embedding(
         metrics = table_metrics(table, graph.decoded())
         info["reconstruction"] = {k: float(v) for k, v in metrics.items()}
     return graph, info
+
+
+def report_embedding(spec: CompressionSpec, info: dict, log) -> None:
+    """Log what compress_embedding did (`info` but the metrics), and a rank cap above what
+    the TT shapes allow, which the decomposition lowers silently: the user should hear it."""
+    details = {k: v for k, v in info.items() if k != "reconstruction"}
+    log(f"embedding: method {spec.method} {details or ''}")
+    ranks = info.get("ranks")
+    capped = spec.rank is not None and ranks and max(ranks) < spec.rank
+    if capped and spec.method in ("tt", "tt-matrix"):
+        log(
+            f"--rank {spec.rank} is more than the TT shapes allow: ranks are capped at "
+            f"{max(ranks)} (the unfoldings of a row bound them)"
+        )

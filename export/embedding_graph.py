@@ -14,6 +14,7 @@ Only standard ops appear: Gather, Reshape, Transpose, MatMul, Slice, Div, Mod, C
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,21 @@ class EmbeddingGraph:
         if getattr(self, "_decoded", None) is None:
             self._decoded = self.dense()
         return self._decoded
+
+    def fresh(self) -> EmbeddingGraph:
+        """A shallow copy holding the code only (the same arrays): no decoded table, and it
+        adds its initializers to the next builder it is given. A streaming export holds no
+        dense table while it writes, and its parity check builds a second, smaller file with
+        the table the first one coded.
+
+        The convention it relies on: a format keeps its code in public attributes and, in
+        private ones (`_name`, `_cores`, ...), only what it made in one builder or computed
+        from the code, None until then."""
+        twin = copy.copy(self)
+        for name in vars(twin):
+            if name.startswith("_"):
+                setattr(twin, name, None)
+        return twin
 
 
 def wait_for(b: GraphBuilder, value: str, after: str) -> str:

@@ -27,21 +27,17 @@ import torch
 from tensorgpt.common.contract import (
     BODY_FILE,
     DEFAULT_RUNTIME,
-    FORMAT,
-    FORMAT_VERSION,
     MODEL_FILE,
     RUNTIMES,
     TOKENIZER_FILE,
-    Manifest,
-    ModelConfig,
 )
 from tensorgpt.common.files import model_file_bytes
 from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
-from tensorgpt.export.assemble import attach_embedding_and_head
+from tensorgpt.export.assemble import assert_no_dense_table, attach_embedding_and_head
 from tensorgpt.export.atomic import STAGING_MARKER, out_dir_lock, remove_stale, staged_folder
 from tensorgpt.export.body import export_body, load_body
-from tensorgpt.export.compress import CompressionSpec, compress_embedding
+from tensorgpt.export.compress import CompressionSpec, compress_embedding, report_embedding
 from tensorgpt.export.dedupe_matmuls import dedupe_matmuls
 from tensorgpt.export.linears.base import LinearSpec
 from tensorgpt.export.load import LoadedModel, load
@@ -162,9 +158,7 @@ def _export(
     what = f"compressing the embedding table ({spec.method})"
     with step(what, log) if spec.method != "none" else nullcontext():
         embedding, embedding_info = compress_embedding(table, spec, adapter, loaded.tokenizer)
-    details = {k: v for k, v in embedding_info.items() if k != "reconstruction"}
-    log(f"embedding: method {spec.method} {details or ''}")
-    _say_rank_cap(spec, embedding_info, log)
+    report_embedding(spec, embedding_info, log)
     tied = adapter.head_is_tied()
     untied_head = None if tied else adapter.lm_head().weight.detach().float().numpy()
     bias = adapter.head_bias()
@@ -214,18 +208,15 @@ def _export(
         if weights_report and "tensors" in weights_report:
             describe_source(weights_report, loaded.resolved, log)
         if spec.method != "none":
-            _assert_no_dense_table(model, shape.vocab_size, shape.hidden_size, tied)
+            assert_no_dense_table(model, shape.vocab_size, shape.hidden_size, tied)
         model_path = stage / MODEL_FILE
         with step(f"writing {MODEL_FILE}", log):
             model = quantizer.rewrite_file(model, model_path, _save)
             _save(model, model_path)
         parts = mf.initializer_bytes(model)
-        if spec.method != "none" and parts["embedding"] > table.nbytes:
-            log(
-                f"warning: the {spec.method} embedding stores {parts['embedding'] / 1e6:.2f} MB, "
-                f"more than the dense fp32 table ({table.nbytes / 1e6:.2f} MB): these settings "
-                "do not compress it"
-            )
+        warning = mf.table_size_warning(parts, spec.method, table.nbytes)
+        if warning:
+            log(warning)
         del model  # the file is written; holding the proto during verification costs its size
         gc.collect()
         loaded.tokenizer.save_pretrained(str(stage))
@@ -249,14 +240,14 @@ def _export(
                     quantized=quantizer.dynamic_activations,
                 )
 
-        manifest = _manifest(
+        manifest = mf.build_manifest(
             loaded, adapter, spec, quantizer.name, embedding_info, parts, report, tied
         )
         manifest.weight_quantization = weights_report
         manifest.linears = linears_report
         manifest.runtime = runtime
         manifest.fusions = fusions
-        _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
+        mf.set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
         manifest.bytes["file"] = model_file_bytes(stage)
         if report["passed"]:
             manifest.split_load = _write_split_load(stage, adapter, loaded.tokenizer, report, log)
@@ -271,18 +262,6 @@ def _export(
         f"{report['max_abs_logit_diff']:.2e}"
     )
     return manifest.to_dict()
-
-
-def _say_rank_cap(spec: CompressionSpec, info: dict, log) -> None:
-    """A rank cap above what the TT shapes allow is lowered silently by the decomposition:
-    the user should hear it."""
-    ranks = info.get("ranks")
-    capped = spec.rank is not None and ranks and max(ranks) < spec.rank
-    if capped and spec.method in ("tt", "tt-matrix"):
-        log(
-            f"--rank {spec.rank} is more than the TT shapes allow: ranks are capped at "
-            f"{max(ranks)} (the unfoldings of a row bound them)"
-        )
 
 
 def _body(
@@ -345,75 +324,4 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
         all_tensors_to_one_file=True,
         location=data.name,
         size_threshold=1024,
-    )
-
-
-def _set_metadata(path: Path, props: dict[str, str]) -> None:
-    """Rewrite the graph's metadata_props; weights in external data are not read or moved."""
-    model = onnx.load(str(path), load_external_data=False)
-    onnx.helper.set_model_props(model, props)
-    onnx.save_model(model, str(path))
-
-
-def _assert_no_dense_table(model: onnx.ModelProto, vocab: int, dim: int, tied: bool) -> None:
-    """The tied-head trap: a compressed export must not carry a float V x D (or D x V) matrix.
-
-    (int8 codes of the whole table are the compressed format of the int8-rows baseline; an
-    untied head, Mistral or Phi-3, is a matrix of its own, stored dense under `lm_head.`.)
-    """
-    floats = {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.BFLOAT16,
-    }
-    for tensor in model.graph.initializer:
-        if not tied and tensor.name.startswith("lm_head."):
-            continue
-        if tensor.data_type in floats and sorted(tensor.dims) == sorted([vocab, dim]):
-            raise RuntimeError(
-                f"compressed export still holds a dense {list(tensor.dims)} tensor {tensor.name}"
-            )
-
-
-def _manifest(loaded, adapter, spec, quantize, embedding_info, parts, report, tied) -> Manifest:
-    shape = adapter.shape()
-    dense_bytes = shape.vocab_size * shape.hidden_size * 4
-    cfg = adapter.config
-    tok = loaded.tokenizer
-    eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
-    return Manifest(
-        format=FORMAT,
-        format_version=FORMAT_VERSION,
-        tool_version=mf.tool_version(),
-        source=loaded.source,
-        architecture=type(loaded.model).__name__,
-        position_encoding=adapter.position_encoding,
-        quirks=adapter.quirks(),
-        method=spec.method,
-        method_options=spec.options(),
-        quantize=quantize,
-        tied_head=tied,
-        config=ModelConfig(
-            vocab_size=shape.vocab_size,
-            hidden_size=shape.hidden_size,
-            num_layers=shape.num_layers,
-            num_kv_heads=shape.num_kv_heads,
-            head_dim=shape.head_dim,
-            max_position_embeddings=shape.max_position_embeddings,
-            bos_token_id=cfg.bos_token_id if cfg.bos_token_id is not None else tok.bos_token_id,
-            eos_token_id=eos,
-            pad_token_id=cfg.pad_token_id if cfg.pad_token_id is not None else tok.pad_token_id,
-        ),
-        tokenizer={"name_or_path": loaded.source, "vocab_size": len(tok)},
-        embedding_info={k: v for k, v in embedding_info.items() if k != "reconstruction"},
-        reconstruction=embedding_info["reconstruction"],
-        bytes={
-            "initializers": parts,
-            "embedding": parts["embedding"],
-            "embedding_dense_fp32": dense_bytes,
-            "rest": parts["rest"] + parts["lm_head"],
-        },
-        ratios={"embedding_bytes": round(dense_bytes / max(parts["embedding"], 1), 4)},
-        verification=report,
     )

@@ -14,7 +14,15 @@ from pathlib import Path
 import onnx
 
 from tensorgpt import __version__
-from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, Manifest
+from tensorgpt.common.contract import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MODEL_FILES,
+    TOKENIZER_FILE,
+    Manifest,
+    ModelConfig,
+)
 from tensorgpt.common.files import sha256_file, write_atomic
 from tensorgpt.common.integrity import record_files
 
@@ -31,6 +39,16 @@ def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
         else:
             parts["rest"] += size
     return parts
+
+
+def table_size_warning(parts: dict[str, int], method: str, dense_bytes: int) -> str | None:
+    """A warning line when a compressed table stores more than the dense fp32 one."""
+    if method == "none" or parts["embedding"] <= dense_bytes:
+        return None
+    return (
+        f"warning: the {method} embedding stores {parts['embedding'] / 1e6:.2f} MB, more than "
+        f"the dense fp32 table ({dense_bytes / 1e6:.2f} MB): these settings do not compress it"
+    )
 
 
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
@@ -113,3 +131,58 @@ def seal(stage: Path, manifest: Manifest, started: float) -> None:
     manifest.files = record_files(stage, runtime_files(manifest))
     manifest.export_seconds = round(time.perf_counter() - started, 1)
     write_manifest(stage / MANIFEST_FILE, manifest)
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Rewrite the graph's metadata_props; weights in external data are not read or moved."""
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(model, props)
+    onnx.save_model(model, str(path))
+
+
+def build_manifest(
+    loaded, adapter, spec, quantize, embedding_info, parts, report, tied
+) -> Manifest:
+    """The manifest of an export (in memory or --stream) before `seal` completes it:
+    loaded (export/load.py LoadedModel: source, model class, tokenizer), adapter
+    (models/), spec (CompressionSpec), parts (initializer_bytes), report (verification)."""
+    shape = adapter.shape()
+    dense_bytes = shape.vocab_size * shape.hidden_size * 4
+    cfg = adapter.config
+    tok = loaded.tokenizer
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
+    return Manifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        tool_version=tool_version(),
+        source=loaded.source,
+        architecture=type(loaded.model).__name__,
+        position_encoding=adapter.position_encoding,
+        quirks=adapter.quirks(),
+        method=spec.method,
+        method_options=spec.options(),
+        quantize=quantize,
+        tied_head=tied,
+        config=ModelConfig(
+            vocab_size=shape.vocab_size,
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            num_kv_heads=shape.num_kv_heads,
+            head_dim=shape.head_dim,
+            max_position_embeddings=shape.max_position_embeddings,
+            bos_token_id=cfg.bos_token_id if cfg.bos_token_id is not None else tok.bos_token_id,
+            eos_token_id=eos,
+            pad_token_id=cfg.pad_token_id if cfg.pad_token_id is not None else tok.pad_token_id,
+        ),
+        tokenizer={"name_or_path": loaded.source, "vocab_size": len(tok)},
+        embedding_info={k: v for k, v in embedding_info.items() if k != "reconstruction"},
+        reconstruction=embedding_info["reconstruction"],
+        bytes={
+            "initializers": parts,
+            "embedding": parts["embedding"],
+            "embedding_dense_fp32": dense_bytes,
+            "rest": parts["rest"] + parts["lm_head"],
+        },
+        ratios={"embedding_bytes": round(dense_bytes / max(parts["embedding"], 1), 4)},
+        verification=report,
+    )

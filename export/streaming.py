@@ -1,18 +1,26 @@
 """`tensorgpt export --stream`: memory that grows with the largest tensor, not with the model.
 
-    config -> skeleton (meta weights) -> body traced without weights (export/lazy_body.py)
+    config -> skeleton (meta weights)
+    -> [a table method: the table read once, coded (export/methods/), then freed]
+    -> body traced without weights (export/lazy_body.py)
     -> [q4: each weight's codes deferred too (export/weight_blocks.py)]
-    -> embedding + head attached (export/assemble.py), their tables deferred as well
+    -> embedding + head attached (export/assemble.py), dense tables deferred as well
     -> model.onnx + model.onnx.data written tensor by tensor (export/stream_write.py):
        each read from the checkpoint (export/checkpoint_tensors.py), converted, written, freed
     -> parity check on a model made of the first and last layers (export/verify_layers.py)
 
-The peak is about the graph, torch and onnx, plus two copies of the largest tensor (the
-embedding table is read, then handed to the graph builder). The file always has external
-data (one model.onnx.data), which onnxruntime memory-maps where it can.
+The peak is about the graph, torch and onnx, plus a few copies of the largest tensor (the
+embedding table while it is read and coded, or handed to the graph builder). The file always
+has external data (one model.onnx.data), which onnxruntime memory-maps where it can.
 
-Scope: a local safetensors checkpoint folder (one file or shards), `--method none`,
-`--quantize none | q4`, `--runtime portable`; anything else is refused in one line.
+Table methods: the same code as the in-memory export, on the same table, so the same file
+(tested), except `tc`, which calibrates by running the model; here it never holds the model,
+so tc calibrates without running it (export/methods/tc.py `calibrate_without_model`: the
+text's token counts and the tokenizer's prior, plain squared error as the metric) and its
+file differs. `--heal-steps` (which trains against the model) is refused.
+
+Scope: a local safetensors checkpoint folder (one file or shards), `--quantize none | q4`,
+`--runtime portable`; anything else is refused in one line.
 """
 
 from __future__ import annotations
@@ -27,14 +35,13 @@ from tensorgpt.common.contract import MODEL_FILE, TOKENIZER_FILE
 from tensorgpt.common.files import model_file_bytes, stored_path
 from tensorgpt.common.progress import stage as step
 from tensorgpt.export import manifest as mf
-from tensorgpt.export.assemble import attach_embedding_and_head
+from tensorgpt.export.assemble import assert_no_dense_table, attach_embedding_and_head
 from tensorgpt.export.atomic import staged_folder
 from tensorgpt.export.checkpoint_tensors import CheckpointTensors, ParameterMap, has_safetensors
-from tensorgpt.export.compress import CompressionSpec
+from tensorgpt.export.compress import CompressionSpec, compress_embedding, report_embedding
 from tensorgpt.export.embedding_graph import DenseEmbedding
 from tensorgpt.export.stream_write import Deferred, save_streaming
 
-STREAM_METHODS = ("none",)
 STREAM_QUANTIZERS = ("none", "q4")
 
 
@@ -70,10 +77,8 @@ def check_streamable(source: str, spec: CompressionSpec, quantize: str, runtime:
             f"--stream reads a local safetensors checkpoint folder; {source} is not one "
             "(export it without --stream)"
         )
-    if spec.method not in STREAM_METHODS:
-        raise ValueError(
-            f"--stream works with --method {' or '.join(STREAM_METHODS)}, got {spec.method!r}"
-        )
+    if spec.heal_steps:
+        raise ValueError("--stream does not run the model: --heal-steps needs the in-memory export")
     if quantize not in STREAM_QUANTIZERS:
         raise ValueError(
             f"--stream works with --quantize {' or '.join(STREAM_QUANTIZERS)}, got {quantize!r}"
@@ -83,6 +88,19 @@ def check_streamable(source: str, spec: CompressionSpec, quantize: str, runtime:
     return Path(where)
 
 
+def table_graph(
+    read: Callable[[], np.ndarray], shape: tuple[int, int], spec: CompressionSpec, tokenizer, log
+) -> tuple[DenseEmbedding, dict]:
+    """The embedding graph for `spec` and its report: --method none a placeholder read when
+    written; a table method codes the table read once (compress_embedding without a model),
+    and keeps only the code."""
+    if spec.method == "none":
+        return DeferredDense(shape), {"reconstruction": None}  # as methods/none.py
+    with step(f"compressing the embedding table ({spec.method})", log):
+        embedding, info = compress_embedding(read(), spec, None, tokenizer)
+    return embedding.fresh(), info  # the decoded table the metrics needed is dropped
+
+
 def build_file(
     folder: Path,
     config,
@@ -90,11 +108,14 @@ def build_file(
     quantize: str,
     model_path: Path,
     log: Callable[[str], None],
+    tokenizer,
     params_map: Callable[[ParameterMap], ParameterMap] = lambda p: p,
     keep_decoded: dict | None = None,
+    table: tuple | None = None,
 ) -> dict:
     """Write model.onnx (+ .data) at `model_path` from `folder`'s tensors; returns what the
-    manifest needs (adapter, skeleton, embedding info, byte parts, weight report, tied)."""
+    manifest needs (adapter, skeleton, embedding and its info, byte parts, weight report,
+    tied). table: (embedding graph, info) coded before (the parity check reuses the file's)."""
     from tensorgpt.export.lazy_body import skeleton, trace_body
     from tensorgpt.export.weight_blocks import quantize_weights_q4
 
@@ -112,25 +133,34 @@ def build_file(
     head_read = None if tied else read(adapter.lm_head().weight)
     bias = adapter.head_bias()
     bias = None if bias is None else read(bias)()
+    table_shape = tuple(adapter.token_embedding().weight.shape)
+    if table is None:
+        table = table_graph(table_read, table_shape, spec, tokenizer, log)
+    embedding, info = table[0].fresh(), table[1]
     with step("exporting the transformer body to ONNX without weights (torch.onnx)", log):
         body, deferred = trace_body(adapter, model, params)
     weights_report = None
     if quantize == "q4":
         _, weights_report = quantize_weights_q4(body, deferred, keep_decoded)
-    # --method none: the dense tables are placeholders too, read when they are written
-    table_shape = tuple(adapter.token_embedding().weight.shape)
-    embedding, info = DeferredDense(table_shape), {"reconstruction": None}  # as methods/none.py
+    # an untied head is dense (as in memory): a placeholder too, read when it is written
     untied = None if head_read is None else DeferredDense(tuple(adapter.lm_head().weight.shape))
     scale, quirks = adapter.embedding_scale(), adapter.head_quirks()
     attach_embedding_and_head(body, embedding, untied, bias, scale, quirks)
-    deferred[embedding.name] = Deferred(table_read, "embedding")
+    if isinstance(embedding, DeferredDense):
+        deferred[embedding.name] = Deferred(table_read, "embedding")
+    else:
+        assert_no_dense_table(body, *table_shape, tied)
     if untied is not None:
         deferred[untied.name] = Deferred(head_read, "lm_head")
     parts = mf.initializer_bytes(body)
+    warning = mf.table_size_warning(parts, spec.method, 4 * table_shape[0] * table_shape[1])
+    if warning:
+        log(warning)
     save_streaming(body, deferred, model_path, log)
     return {
         "model": model,
         "adapter": adapter,
+        "embedding": embedding,
         "embedding_info": info,
         "parts": parts,
         "weights_report": weights_report,
@@ -168,7 +198,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
     """The whole `--stream` export into `out_dir` (caller holds the OUT_DIR lock)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from tensorgpt.export.exporter import VerificationError, _manifest, _set_metadata
+    from tensorgpt.export.exporter import VerificationError
     from tensorgpt.export.load import LoadedModel
     from tensorgpt.export.q4_source import rerounded_lines
     from tensorgpt.export.verify_layers import verify_layers
@@ -184,7 +214,8 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
         raise ValueError(f"model '{source}' has no fast tokenizer (tokenizer.json)")
     with staged_folder(out_dir) as stage:
         model_path = stage / MODEL_FILE
-        built = build_file(folder, config, spec, quantize, model_path, log)
+        built = build_file(folder, config, spec, quantize, model_path, log, tokenizer)
+        report_embedding(spec, built["embedding_info"], log)
         log(f"peak RSS after writing {MODEL_FILE}: {_peak_rss_gb():.2f} GB")
         adapter, weights_report = built["adapter"], built["weights_report"]
         if weights_report:
@@ -196,10 +227,10 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
         if not (stage / TOKENIZER_FILE).is_file():
             raise ValueError("the tokenizer did not save a tokenizer.json; the runtime needs one")
         with step("verifying against PyTorch (first and last layers, embedding, head)", log):
-            report = verify_layers(folder, config, tokenizer, spec, quantize, stage, log)
+            report = verify_layers(folder, config, tokenizer, spec, quantize, stage, built)
         log(f"peak RSS after the check: {_peak_rss_gb():.2f} GB")
         loaded = LoadedModel(built["model"], tokenizer, stored_path(source), str(folder))
-        manifest = _manifest(
+        manifest = mf.build_manifest(
             loaded,
             adapter,
             spec,
@@ -211,7 +242,7 @@ def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize
         )
         manifest.weight_quantization = weights_report
         manifest.runtime = "portable"
-        _set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
+        mf.set_metadata(model_path, mf.metadata_props(manifest.to_dict()))
         manifest.bytes["file"] = model_file_bytes(stage)
         mf.seal(stage, manifest, started)
         if not report["passed"]:

@@ -53,9 +53,13 @@ def subset_config(config, layers: list[int]):
     return sub
 
 
-def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: Path, log) -> dict:
+def verify_layers(
+    folder: Path, config, tokenizer, spec, quantize: str, stage: Path, built: dict
+) -> dict:
     """Export and check the first-and-last-layer model of `folder`; the verify.py report plus
-    `checked` (what the check covered)."""
+    `checked` (what the check covered). built: what the whole file's build_file returned;
+    its coded table is reused (a table method is not fitted twice) and PyTorch runs its
+    decoded values, as the in-memory check does."""
     import torch
     from accelerate.utils import set_module_tensor_to_device
 
@@ -70,37 +74,44 @@ def verify_layers(folder: Path, config, tokenizer, spec, quantize: str, stage: P
     work.mkdir()
     decoded: dict = {}
     try:
-        built = build_file(
+        small = build_file(
             folder,
             sub,
             spec,
             quantize,
             work / MODEL_FILE,
             lambda line: None,
+            tokenizer,
             lambda params: LayerSubset(params, layers),
             keep_decoded=decoded,
+            table=(built["embedding"], built["embedding_info"]),
         )
+        coded = None if spec.method == "none" else small["embedding"]
         model = skeleton(sub)  # the traced one's buffers were moved to the meta device
         adapter = skeleton_adapter(model)
         params = LayerSubset(
             ParameterMap(CheckpointTensors(folder), model.base_model_prefix), layers
         )
         prefix = module_name(model, adapter.decoder_body()) + "."
+        table = adapter.token_embedding().weight
         for name, param in list(model.named_parameters()):
             local = name[len(prefix) :] if name.startswith(prefix) else None
             if local in decoded:  # q4: the decoded weight instead of the stored one
                 values = np.ascontiguousarray(decoded.pop(local))
+            elif param is table and coded is not None:  # a table method: the decoded table
+                values = coded.dense()
             else:
                 values = params.tensors.read(params.key(name, tuple(param.shape)))
             set_module_tensor_to_device(model, name, "cpu", value=torch.from_numpy(values))
             del values
-        if built["tied"]:
+        if small["tied"]:
             model.tie_weights()
         if decoded:
             raise RuntimeError(f"decoded weights of no parameter: {sorted(decoded)[:3]}")
         ids, logits, tokens = torch_reference(model, adapter, tokenizer)
         shape = adapter.shape()
-        del model, adapter, decoded, built  # PyTorch's copy goes before onnxruntime loads
+        # PyTorch's copy goes before onnxruntime loads
+        del model, adapter, decoded, small, coded, table
         gc.collect()
         report = compare_with_onnx(str(work / MODEL_FILE), shape, ids, logits, tokens, False)
     finally:

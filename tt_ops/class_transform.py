@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 
 MAX_CLASSES = 16
+_CHUNK_ROWS = 8192  # rows per step where a whole-table temporary is avoided
 
 
 def row_importance(weights: np.ndarray | None, V: int) -> np.ndarray:
@@ -86,7 +87,15 @@ def class_transform(x: np.ndarray, weights, m: np.ndarray, class_scale=None) -> 
     # 2. transform
     msq, misq = _psd_sqrt(m)
     means = np.stack([x[cid == c].mean(0) for c in range(C)])
-    z = (x - means[cid]) @ msq
+    # centred rows, written chunk by chunk: `x - means[cid]` would also hold means[cid], a
+    # (V, D) float64 array (the peak of a streaming export's fit); the values are the same
+    centred = np.empty_like(x)
+    for s in range(0, V, _CHUNK_ROWS):
+        np.subtract(
+            x[s : s + _CHUNK_ROWS], means[cid[s : s + _CHUNK_ROWS]], out=centred[s:][:_CHUNK_ROWS]
+        )
+    z = centred @ msq
+    del centred
     cov = np.zeros((D, D))
     for c in range(C):
         zc = z[cid == c]

@@ -6,7 +6,8 @@ expected token frequencies on text it generates with the tokenizer's prior
 (tt_ops/row_prior.py), so every token of the vocabulary gets bits by a rule and the code holds
 on text of any domain; the metric comes from the same generated text. --calib-text specialises
 the code to a domain: its counts take all but the Good-Turing unseen mass, and its metric the
-same share. Statistics are cached by the model's weights (~/.cache/tensorgpt/calibration)."""
+same share. Statistics are cached by the model's weights (~/.cache/tensorgpt/calibration).
+Under --stream the model is never held, so it is not run: `calibrate_without_model`."""
 
 from __future__ import annotations
 
@@ -59,6 +60,29 @@ HEAL_STEPS = Option(
 )
 
 
+def calibrate_without_model(tokenizer, vocab: int, text: str | None, mix: bool):
+    """`calibrate` for `--stream`, which never holds the model and so cannot run it: the row
+    importance follows the same rule from what needs no model (the text's token counts; with
+    --calib-mix yes or without a text, mixed with the tokenizer's prior by the Good-Turing
+    rule of tt_ops/row_prior.py, the model's own samples left out), and the metric is the
+    identity (plain squared error) where `calibrate` measures the loss sensitivity with the
+    model's gradients. Returns (row importance (V,), None, report)."""
+    from tensorgpt.export.calibration import text_ids, token_counts
+    from tensorgpt.tt_ops.row_prior import row_importance
+
+    info = {"calibration": "no model run (--stream): token counts, identity metric"}
+    counts = None
+    if text is not None:
+        ids = text_ids(tokenizer, text)
+        counts = token_counts(ids, vocab)
+        info["calibration_tokens"] = int(ids.size)
+        info["unseen_tokens"] = int((counts == 0).sum())
+    if counts is not None and not mix:
+        return counts, None, info
+    weights, info["calibration_shares"] = row_importance(vocab, user_counts=counts)
+    return weights, None, info
+
+
 @register
 class TransformCode(EmbeddingMethod):
     name = "tc"
@@ -79,22 +103,29 @@ class TransformCode(EmbeddingMethod):
         from tensorgpt.export.embedding_transform_code import TransformCodedEmbedding
         from tensorgpt.tt_ops.transform_fit import fit_transform_code
 
-        if adapter is None or tokenizer is None:
-            raise ValueError("--method tc needs the model and tokenizer for calibration")
+        if tokenizer is None:
+            raise ValueError("--method tc needs the tokenizer for calibration")
+        if adapter is None and spec.heal_steps:
+            raise ValueError("--heal-steps runs the model: it needs the in-memory export")
         text = None
         if spec.calib_text:
             from tensorgpt.common.files import read_text
 
             text = read_text(spec.calib_text, "--calib-text")
-        weights, metric, mean_h, info = calibrate(
-            adapter,
-            tokenizer,
-            table.shape[0],
-            text,
-            model_fingerprint(adapter, tokenizer),
-            default_cache_dir(),
-            mix=bool(spec.get("calib_mix")),
-        )
+        mix = bool(spec.get("calib_mix"))
+        if adapter is None:  # --stream: no model to run, so no head mean (no logit bias)
+            weights, metric, info = calibrate_without_model(tokenizer, table.shape[0], text, mix)
+            mean_h = None
+        else:
+            weights, metric, mean_h, info = calibrate(
+                adapter,
+                tokenizer,
+                table.shape[0],
+                text,
+                model_fingerprint(adapter, tokenizer),
+                default_cache_dir(),
+                mix=mix,
+            )
         bits = spec.bits_per_weight or (
             DEFAULT_BITS if text is not None else DEFAULT_BITS_ANY_DOMAIN
         )

@@ -253,14 +253,13 @@ def test_source_path_is_stored_normalized(tiny_gpt2, monkeypatch):
 
 
 def test_capped_rank_is_said():
-    from tensorgpt.export.compress import CompressionSpec
-    from tensorgpt.export.exporter import _say_rank_cap
+    from tensorgpt.export.compress import CompressionSpec, report_embedding
 
     said: list[str] = []
-    _say_rank_cap(
-        CompressionSpec(method="tt", rank=1_000_000), {"ranks": [1, 2, 4, 2, 1]}, said.append
-    )
-    assert said and "--rank 1000000" in said[0] and "capped at 4" in said[0]
+    ranks = {"ranks": [1, 2, 4, 2, 1]}
+    report_embedding(CompressionSpec(method="tt", rank=1_000_000), ranks, said.append)
+    capped = [line for line in said if "capped" in line]
+    assert len(capped) == 1 and "--rank 1000000" in capped[0] and "capped at 4" in capped[0]
     said.clear()
-    _say_rank_cap(CompressionSpec(method="tt", rank=4), {"ranks": [1, 2, 4, 2, 1]}, said.append)
-    assert said == []
+    report_embedding(CompressionSpec(method="tt", rank=4), ranks, said.append)
+    assert len(said) == 1 and said[0].startswith("embedding: method tt")

@@ -11,6 +11,7 @@ import pytest
 from tensorgpt.cli import main as cli_main
 from tensorgpt.common.contract import MODEL_FILE
 from tensorgpt.export import exporter
+from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
 
 
@@ -26,33 +27,41 @@ SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    ("family", "quantize"),
+    ("family", "quantize", "method"),
     [
-        ("llama", "q4"),
-        ("gpt2", "none"),
-        pytest.param("mistral", "q4", marks=SLOW),  # untied head, sliding window
-        pytest.param("gemma2", "none", marks=SLOW),  # embedding scale, logit soft cap
+        ("llama", "q4", "none"),
+        ("gpt2", "none", "none"),
+        ("llama", "q4", "int8-rows"),  # a coded table, tied head
+        pytest.param("gpt2", "none", "tt", marks=SLOW),
+        pytest.param("mistral", "q4", "int4-rows", marks=SLOW),  # untied head, sliding window
+        pytest.param("gemma2", "none", "none", marks=SLOW),  # embedding scale, logit soft cap
     ],
 )
 def test_stream_writes_the_in_memory_export_byte_for_byte(
-    family, quantize, tiny_llama, tiny_gpt2, tmp_path_factory, tmp_path, monkeypatch
+    family, quantize, method, tiny_llama, tiny_gpt2, tmp_path_factory, tmp_path, monkeypatch
 ):
     """Llama: transposed nn.Linear weights, q4 codes; GPT-2: Conv1D weights as stored, a
-    tied head. The in-memory export is forced to external data (it uses it past 1.8 GB),
-    the layout --stream always writes."""
+    tied head; a table method codes the same table with the same code. The in-memory export
+    is forced to external data (it uses it past 1.8 GB), the layout --stream always writes."""
     from tests.conftest import family_checkpoint
 
     known = {"llama": tiny_llama, "gpt2": tiny_gpt2}
     ckpt = known.get(family) or family_checkpoint(tmp_path_factory, family)
     monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 0)
     memory, stream = tmp_path / "memory", tmp_path / "stream"
-    export_model(str(ckpt), memory, quantize=quantize, log=lambda _: None)
-    manifest = export_model(str(ckpt), stream, quantize=quantize, log=lambda _: None, stream=True)
+    spec = CompressionSpec(method=method)
+    export_model(str(ckpt), memory, spec, quantize=quantize, log=lambda _: None)
+    manifest = export_model(
+        str(ckpt), stream, spec, quantize=quantize, log=lambda _: None, stream=True
+    )
     data = MODEL_FILE + ".data"
     assert (stream / data).read_bytes() == (memory / data).read_bytes()
     assert _graph_bytes(stream) == _graph_bytes(memory)
     check = manifest["verification"]
     assert check["passed"] and check["checked"] == "the whole model (2 layers)"
+    in_memory = json.loads((memory / "manifest.json").read_text())
+    assert manifest["embedding_info"] == in_memory["embedding_info"]
+    assert manifest["reconstruction"] == in_memory["reconstruction"]
     if quantize == "q4":
         report = manifest["weight_quantization"]
         expected = json.loads((memory / "manifest.json").read_text())["weight_quantization"]
@@ -73,10 +82,28 @@ def test_stream_checks_first_and_last_layers_of_a_deeper_model(tmp_path):
     assert manifest["weight_quantization"]["weights"] == 4 * 7
 
 
+def test_stream_tc_calibrates_without_the_model_and_checks_the_coded_table(tmp_path):
+    """tc under --stream: the table is coded once, from the text's token counts with the
+    identity metric (no model run), and the first-and-last-layer check runs PyTorch on the
+    decoded table of the same code (a wrong or refitted table would fail it)."""
+    from tests.conftest import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path / "deep", "llama", num_hidden_layers=3)
+    text = tmp_path / "calib.txt"
+    text.write_text("the cat sat on the mat. " * 40)
+    spec = CompressionSpec(method="tc", bits_per_weight=4.0, calib_text=str(text))
+    manifest = export_model(str(ckpt), tmp_path / "out", spec, log=lambda _: None, stream=True)
+    info, check = manifest["embedding_info"], manifest["verification"]
+    assert info["calibration"].startswith("no model run (--stream)")
+    assert info["calibration_tokens"] > 0 and info["bits_per_weight"] <= 4.0
+    assert check["checked"] == "layers 0 and 2 of 3, with the embedding and head"
+    assert check["passed"] and check["max_abs_logit_diff"] <= check["tolerance"]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--method", "tt"], "--stream works with --method none"),
+        (["--method", "tc", "--calib-text", "t.txt", "--heal-steps", "1"], "--heal-steps needs"),
         (["--quantize", "int8"], "--stream works with --quantize none or q4"),
         (["--quantize", "q4", "--runtime", "packed"], "--stream works with --runtime portable"),
     ],
@@ -116,3 +143,42 @@ def test_an_interrupted_write_leaves_nothing_behind(tiny_llama, tmp_path, monkey
         export_model(str(tiny_llama), tmp_path / "out", log=lambda _: None, stream=True)
     assert len(written) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_model_free_calibration_keeps_the_counts_rule(tiny_llama):
+    """With a text (no --calib-mix): its raw counts, as the in-memory `calibrate`; with
+    --calib-mix yes or no text: the Good-Turing mixture with the tokenizer's prior."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tensorgpt.export.calibration import text_ids, token_counts
+    from tensorgpt.export.methods.tc import calibrate_without_model
+    from tensorgpt.tt_ops.row_prior import row_importance, tokenizer_prior
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    text, vocab = "the cat sat on the mat, the end", 256
+    counts = token_counts(text_ids(tokenizer, text), vocab)
+    weights, metric, info = calibrate_without_model(tokenizer, vocab, text, mix=False)
+    assert metric is None and np.array_equal(weights, counts) and counts.sum() > 0
+    mixed, _, info = calibrate_without_model(tokenizer, vocab, text, mix=True)
+    expected, shares = row_importance(vocab, user_counts=counts)
+    assert np.array_equal(mixed, expected) and info["calibration_shares"] == shares
+    prior, _, _ = calibrate_without_model(tokenizer, vocab, None, mix=False)
+    assert np.allclose(prior, tokenizer_prior(vocab))
+
+
+def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
+    """As from_pretrained(dtype=float32) does; bf16 is widened in place (one uint32 copy)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from tensorgpt.export.checkpoint_tensors import CheckpointTensors
+
+    values = torch.randn(33, 7, generator=torch.Generator().manual_seed(0))
+    stored = {"b": values.to(torch.bfloat16), "h": values.to(torch.float16)}
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    tensors = CheckpointTensors(tmp_path)
+    for key, tensor in stored.items():
+        read = tensors.read(key)
+        assert read.dtype == np.float32 and np.array_equal(read, tensor.float().numpy())
