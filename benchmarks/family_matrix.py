@@ -1,6 +1,7 @@
 """Every table method on every family's tiny checkpoint, and every family from a tiny GGUF.
 
     python benchmarks/family_matrix.py [--families gemma3,qwen2] [--methods none,tc+q4] [--gguf]
+    python benchmarks/family_matrix.py --methods "" --gguf   # the GGUF column alone
 
 The default test suite runs every method on Gemma 3 and `tc --quantize q4` elsewhere
 (tests/models/); this script runs the full family x method matrix once, each export with the
@@ -81,6 +82,12 @@ def run_family(family: str, methods: list[str], work: Path, calib: Path, gguf: b
                 architecture=m["architecture"],
                 source_types=q["source_types"],
                 exact_matrices=f"{q['exact_weights']}/{q['weights']}",
+                # what the export logs per re-rounded tensor: its relative RMS error
+                rerounded={
+                    name: float(f"{t['rel_rms_error']:.3g}")
+                    for name, t in q["tensors"].items()
+                    if t["exact_blocks"] < 1
+                },
             )
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -101,7 +108,8 @@ def main() -> None:
         calib = work / "calib.txt"
         calib.write_text("\n".join(_training_text()[:400]), encoding="utf-8")
         for family in args.families.split(","):
-            run_family(family, args.methods.split(","), work, calib, args.gguf)
+            methods = [m for m in args.methods.split(",") if m]  # --methods "": GGUF only
+            run_family(family, methods, work, calib, args.gguf)
 
 
 if __name__ == "__main__":
