@@ -2,9 +2,9 @@
 
 transformers (5.x) builds the HF config from a GGUF through its GGUF_CONFIG_MAPPING, which for
 a few architectures maps a key llama.cpp writes to nothing or to a name the config class no
-longer reads; the model then loads at the wrong shape (a size-mismatch error) or with the
-wrong context length. Each entry below is one such key, per GGUF architecture, and the config
-field it sets; export/load.py passes the values as config overrides. Checked against
+longer reads; the model then fails to load (a size mismatch: Qwen3, GPT-2) or, worse, loads
+as a different model (Gemma 2's caps, Phi-3's rotary share and window). Each entry below is one
+such key, per GGUF architecture, and the config field it sets; export/load.py passes the values as config overrides. Checked against
 transformers 5.24's integrations/ggml.py: tests/export/test_gguf_families.py loads a GGUF of
 each family back to its checkpoint's own logits.
 """

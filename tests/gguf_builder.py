@@ -1,13 +1,14 @@
 """Write a tiny GGUF file from a tiny HF checkpoint, as llama.cpp's converter would lay it out.
 
 Metadata: transformers' own GGUF_CONFIG_MAPPING read backwards (so every key transformers
-reads for the architecture is written from the HF config), plus a byte-level BPE tokenizer
+reads for the architecture is written from the HF config), the keys llama.cpp writes that
+transformers drops (export/gguf_config.py reads them back), plus a byte-level BPE tokenizer
 (`tokenizer.ggml.model = gpt2`: tokens, types, merges). Tensors: gguf's HF -> GGUF name map;
 2-D weights in the block type `kinds` gives per name fragment (default Q4_1), norms in F32.
 Weights are laid out as llama.cpp's converter does where transformers' reader undoes it
 (llama-architecture q/k rows permuted for its rotary layout, Gemma norms stored as 1 + w), so
 with F32 tensors transformers loads back the checkpoint's own model; with block types it loads
-their dequantized values. Only keys and tensors transformers reads are written.
+their dequantized values.
 """
 
 from __future__ import annotations
