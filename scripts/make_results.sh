@@ -169,13 +169,17 @@ per measurement, contenders interleaved round by round, best of 3 rounds per con
 ratios in brackets are to llama.cpp, the second table's to our fp32 file. RSS in MiB.
 
 """
-# The linear-layer section is written by benchmarks/linear_factors.py's run (its own
-# command, given in the section): kept as it is.
+# The large-vocabulary tables (benchmarks/large_vocab.py) and the linear-layer section
+# (benchmarks/linear_factors.py) are written from their own runs (commands given in each):
+# kept as they are.
 old = Path("docs/results.md").read_text() if Path("docs/results.md").is_file() else ""
 marker = "## The transformer's linear layers"
 linears = "\n" + old[old.index(marker):] if marker in old else ""
+vocab_marker = "### Large vocabularies at their real shapes"
+end = old.index(marker) if marker in old else len(old)
+large_vocab = "\n" + old[old.index(vocab_marker) : end].rstrip() + "\n" if vocab_marker in old else ""
 Path("docs/results.md").write_text(
-    intro + smollm2 + "\n" + device_intro + device + "\n" + gpt2 + gpt2_note + linears
+    intro + smollm2 + "\n" + device_intro + device + "\n" + gpt2 + gpt2_note + large_vocab + linears
 )
 print("wrote docs/results.md")
 PY

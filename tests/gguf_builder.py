@@ -1,12 +1,14 @@
 """Write a tiny GGUF file from a tiny HF checkpoint, as llama.cpp's converter would lay it out.
 
 Metadata: transformers' own GGUF_CONFIG_MAPPING read backwards (so every key transformers
-reads for the architecture is written from the HF config), plus a byte-level BPE tokenizer
+reads for the architecture is written from the HF config), the keys llama.cpp writes that
+transformers drops (export/gguf_config.py reads them back), plus a byte-level BPE tokenizer
 (`tokenizer.ggml.model = gpt2`: tokens, types, merges). Tensors: gguf's HF -> GGUF name map;
 2-D weights in the block type `kinds` gives per name fragment (default Q4_1), norms in F32.
-The file is a valid model but not a byte-faithful llama.cpp conversion (q/k are not permuted,
-Gemma norms keep their stored offset): the tests compare the export to the model transformers
-loads from this file, whatever its weights are.
+Weights are laid out as llama.cpp's converter does where transformers' reader undoes it
+(llama-architecture q/k rows permuted for its rotary layout, Gemma norms stored as 1 + w), so
+with F32 tensors transformers loads back the checkpoint's own model; with block types it loads
+their dequantized values.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ GGUF_ARCH = {
     "qwen2": "qwen2",
     "qwen3": "qwen3",
     "gemma3": "gemma3",
-    "mistral": "mistral",
+    "mistral": "llama",  # as llama.cpp writes Mistral (no sliding-window key)
     "phi3": "phi3",
     "gemma2": "gemma2",
     "gpt2": "gpt2",
@@ -62,10 +64,10 @@ def write_gguf(
             writer.add_uint32(full, value)
         elif isinstance(value, float):
             writer.add_float32(full, value)
+    _add_llama_cpp_keys(writer, arch, config, set(GGUF_CONFIG_MAPPING[arch]))
     _add_tokenizer(writer, checkpoint / "tokenizer.json")
 
-    # llama.cpp writes Mistral as llama; transformers reads either name
-    gguf_arch = gguf.MODEL_ARCH["LLAMA" if arch == "mistral" else arch.upper()]
+    gguf_arch = gguf.MODEL_ARCH[arch.upper()]
     names = gguf.get_tensor_name_map(gguf_arch, config.num_hidden_layers)
     conv1d = {n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
     tied = config.tie_word_embeddings
@@ -78,6 +80,7 @@ def write_gguf(
         w = tensor.detach().float().numpy()
         if name.rsplit(".", 1)[0] in conv1d and w.ndim == 2:
             w = w.T  # GPT-2's Conv1D keeps (in, out); GGUF stores (out, in) like a Linear
+        w = _as_llama_cpp_writes(w, target, arch, config)
         kind = next((k for frag, k in kinds.items() if frag in name), "Q4_1")
         if w.ndim == 2 and w.shape[1] % 32 == 0 and kind != "F32":
             qtype = GGMLQuantizationType[kind]
@@ -89,6 +92,38 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _add_llama_cpp_keys(writer, arch: str, config, written: set[str]) -> None:
+    """Keys llama.cpp's converter writes that transformers' mapping does not read
+    (export/gguf_config.py reads them back)."""
+    head_dim = getattr(config, "head_dim", None)
+    if head_dim and "attention.key_length" not in written:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
+    if arch == "phi3":
+        rotary = config.rope_parameters.get("partial_rotary_factor", 1.0)
+        heads = config.num_attention_heads
+        writer.add_rope_dimension_count(int(rotary * config.hidden_size // heads))
+        if config.sliding_window:
+            writer.add_sliding_window(config.sliding_window)
+
+
+def _as_llama_cpp_writes(w: np.ndarray, target: str, arch: str, config) -> np.ndarray:
+    """What llama.cpp's converter stores for this tensor (transformers' reader undoes it)."""
+    if arch == "llama" and (".attn_q." in target or ".attn_k." in target):
+        heads = config.num_attention_heads if ".attn_q." in target else config.num_key_value_heads
+        return (
+            w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(w.shape)
+        )
+    if arch.startswith("gemma") and "norm.weight" in target:
+        return w + 1  # Gemma's RMSNorm scales by 1 + w; llama.cpp stores the factor
+    return w
 
 
 def _add_tokenizer(writer, tokenizer_json: Path) -> None:

@@ -1,6 +1,7 @@
-"""Per-family export fixtures: each tests/models/test_<family>.py names FAMILY and METHODS.
+"""Per-family export fixtures: each tests/models/test_<family>.py holds one test class (a
+tests/models/family_checks.py FamilyChecks) whose FAMILY and METHODS these fixtures read.
 
-One tiny checkpoint per family (tests/conftest.py's FAMILIES), exported once per module with
+One tiny checkpoint per family (tests/conftest.py's FAMILIES), exported once per test class with
 each method it asks for; every export runs the exporter's own parity check against PyTorch.
 """
 
@@ -21,11 +22,6 @@ METHODS: dict[str, tuple[CompressionSpec, str]] = {
     "int8-rows": (CompressionSpec(method="int8-rows"), "none"),
     "tc+q4": (CompressionSpec(method="tc"), "q4"),
 }
-# Every method on the family with the most hooks; elsewhere the most transformed export
-# (calibrated table coding + 4-bit weights + split load), whose parity check covers the body,
-# both hooks and the cache. benchmarks/family_matrix.py runs every method on every family.
-QUIRKY = ("none", "tt", "int8-rows", "tc+q4")
-COMMON = ("tc+q4",)
 
 
 @pytest.fixture(scope="session")
@@ -43,17 +39,17 @@ def spec_for(method: str, calib_text: Path) -> tuple[CompressionSpec, str]:
     return spec, quantize
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def checkpoint(request, tmp_path_factory) -> Path:
-    return family_checkpoint(tmp_path_factory, request.module.FAMILY)
+    return family_checkpoint(tmp_path_factory, request.cls.FAMILY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def exports(request, checkpoint, calib_text, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    """{method: (folder, manifest)} for the module's METHODS."""
-    root = tmp_path_factory.mktemp(f"exports-{request.module.FAMILY}")
+    """{method: (folder, manifest)} for the test class's METHODS."""
+    root = tmp_path_factory.mktemp(f"exports-{request.cls.FAMILY}")
     built, bodies = {}, {}
-    for method in request.module.METHODS:
+    for method in request.cls.METHODS:
         spec, quantize = spec_for(method, calib_text)
         out = root / method
         built[method] = (

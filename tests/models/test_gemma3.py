@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from tests.models import family_checks as checks
-from tests.models.conftest import QUIRKY
-
-FAMILY = "gemma3"
-METHODS = QUIRKY
+from tests.models.family_checks import QUIRKY, WindowFamilyChecks
 
 
-def test_parity(exports):
-    checks.check_parity(exports)
-
-
-def test_kv_cache_equals_recompute(exports):
-    checks.check_kv_cache(exports)
-
-
-def test_runtime_generates(exports):
-    checks.check_runtime_generates(exports)
-
-
-def test_window_matters(checkpoint):
-    checks.check_window_matters(checkpoint)
+class TestGemma3(WindowFamilyChecks):
+    FAMILY = "gemma3"
+    METHODS = QUIRKY

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from tests.models import family_checks as checks
-from tests.models.conftest import COMMON
-
-FAMILY = "olmo2"
-METHODS = COMMON
+from tests.models.family_checks import FamilyChecks
 
 
-def test_parity(exports):
-    checks.check_parity(exports)
-
-
-def test_kv_cache_equals_recompute(exports):
-    checks.check_kv_cache(exports)
-
-
-def test_runtime_generates(exports):
-    checks.check_runtime_generates(exports)
+class TestOlmo2(FamilyChecks):
+    FAMILY = "olmo2"

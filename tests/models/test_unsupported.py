@@ -10,18 +10,21 @@ import transformers
 from tensorgpt.models import GenericAdapter, adapter_for
 from tests.conftest import FAMILIES, SHARP_INIT
 
+# in-memory configs, smaller than tests/conftest.py's (nothing is exported here)
+TINY = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+)
+
 
 def _tiny(family: str, **overrides):
     config_name, model_name, extra = FAMILIES[family]
     config = getattr(transformers, config_name)(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        initializer_range=SHARP_INIT,
-        **{**extra, **overrides},
+        **TINY, initializer_range=SHARP_INIT, **{**extra, **overrides}
     )
     torch.manual_seed(0)
     return getattr(transformers, model_name)(config)
@@ -58,15 +61,7 @@ def test_unknown_class_with_soft_capped_logits_names_the_hook():
 
 
 def test_non_attention_layers_name_the_cache_they_need():
-    config = transformers.Lfm2Config(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        layer_types=["conv", "full_attention"],
-    )
+    config = transformers.Lfm2Config(**TINY, layer_types=["conv", "full_attention"])
     message = _one_line_error(transformers.Lfm2ForCausalLM(config))
     assert "['conv']" in message and "cache for non-attention layers" in message
     assert "tensorgpt/models/lfm2.py" in message
