@@ -60,6 +60,11 @@ class LinearCompressor:
     calibrated: ClassVar[bool] = True  # needs the eigenpairs of the inputs' autocorrelation
     per_token: ClassVar[bool] = False  # ... with every position's input scaled to norm 1
 
+    def compress(self, adapter, tokenizer, spec: LinearSpec, fingerprint: str, log) -> dict | None:
+        """A mode that is not y = B (A x) (saten.py) replaces the layers itself and returns
+        the manifest's report; None: the shared driver below factors them."""
+        return None
+
     def directions(
         self, weight: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None
     ) -> Directions:
@@ -81,6 +86,8 @@ def compress_linears(
 
     spec.validate()
     compressor = get_linears(spec.method)
+    if (report := compressor.compress(adapter, tokenizer, spec, fingerprint, log)) is not None:
+        return report
     body = adapter.decoder_body()
     vocab = adapter.shape().vocab_size
     probe = (torch.arange(8) * 7919 % vocab)[None]
