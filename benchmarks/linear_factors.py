@@ -17,7 +17,7 @@ ESPACE calibrates on --calib-text (default wikitext-2 *valid*; statistics cached
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
 A variant name is `q4` (reference), `int8-rows-q4` (the table alone), or
-`{espace|espace-tn|svd}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
+`{espace|espace-tn|svd|saten}-{ratio}[-q4]`. A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -59,7 +59,7 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
         return table, "q4", LinearSpec()
     quantize = "q4" if name.endswith("-q4") else "none"
     method, _, ratio = name.removesuffix("-q4").rpartition("-")
-    if method not in ("espace", "espace-tn", "svd"):
+    if method not in ("espace", "espace-tn", "svd", "saten"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
     text = calib_text if method != "svd" else None
     return table, quantize, LinearSpec(method, float(ratio), text)

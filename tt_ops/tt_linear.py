@@ -21,11 +21,13 @@ text (sqrt of C_bb, C = E[x x^T] from the ESPACE statistics): ||(W - W~) D||_F^2
 error E ||(W - W~) x||^2 with C's off-diagonal terms dropped. The layer then computes
 TT(W D) (x / d): one Mul by 1 / d (in parameters) before the chain.
 
-Sparse residual: the entries with the largest |E_ab d_b|, E = W - TT(W D) D^-1, chosen by one
-threshold across all layers on E_ab^2 d_b^2 / ||W D||_F^2 (the relative output error each
-entry removes, all entries costing alike). They are stored as (flat index a * in + b, value
-E_ab): the layer is then exact at those entries. An entry counts ENTRY_PARAMS parameters
-(an fp32 value and an int32 index).
+Sparse residual, row-structured (ELLPACK): every row a of a layer keeps its m largest weighted
+residual entries |E_ab| d_b, E = W - TT(W D) D^-1, stored as (column b, value E_ab), so the
+layer is exact there; the graph applies them per call with Gather + Mul + ReduceSum (no row
+index, no scatter: export/linears/saten.py says why). m per layer: greedy across all layers by
+the relative output error the next entry of every row removes (sum over rows of the m-th
+largest E_ab^2 d_b^2, over ||W D||_F^2) per entry. An entry counts ENTRY_PARAMS parameters
+(an fp32 value and an int32 column).
 
 Split between cores and entries (`plan_saten`): for each share f in SPARSE_SHARES the cores get
 (1 - f) of the budget, the entries what the cores leave; the share with the smallest summed
@@ -120,54 +122,59 @@ def tt_of(u: np.ndarray, s: np.ndarray, vt: np.ndarray, rank: int, of, if_) -> T
 
 @dataclass
 class SatenLayer:
-    """One compressed weight: W~ = tt.reconstruct() diag(1 / scale) + sparse (index, value)."""
+    """One compressed weight: W~ = tt.reconstruct() diag(1 / scale) + S, S[a, cols[a, j]] =
+    value[a, j] (every row keeps the same number m of entries: ELLPACK, no row index)."""
 
     tt: TTMatrix
     scale: np.ndarray  # (in,) float32, d
-    index: np.ndarray  # (n,) int64 ascending, a * in + b
-    value: np.ndarray  # (n,) float32
+    cols: np.ndarray  # (out, m) int64, ascending per row
+    value: np.ndarray  # (out, m) float32
 
     def dense(self) -> np.ndarray:
         w = self.tt.reconstruct() / self.scale[None, :]
-        w.reshape(-1)[self.index] += self.value
+        w[np.arange(w.shape[0])[:, None], self.cols] += self.value
         return w
 
     def num_params(self) -> int:
-        return self.tt.num_params() + self.scale.size + ENTRY_PARAMS * self.index.size
+        return self.tt.num_params() + self.scale.size + ENTRY_PARAMS * self.cols.size
 
 
-def saten_layer(
-    w: np.ndarray, scale: np.ndarray, rank: int, entries: int | None = None, threshold=None
-) -> SatenLayer:
+def saten_layer(w: np.ndarray, scale: np.ndarray, rank: int, per_row: int = 0) -> SatenLayer:
     """W (out, in) at TT rank `rank` on the grid weight_grid(out, in), fitted as W diag(scale),
-    plus its `entries` largest weighted residual entries (or those whose relative square
-    E_ab^2 d_b^2 / ||W D||_F^2 is >= threshold, the cross-layer rule of plan_saten)."""
+    plus the `per_row` largest weighted residual entries |E_ab| d_b of every row."""
     w = np.asarray(w, dtype=np.float64)
     d = np.asarray(scale, dtype=np.float64)
     if d.shape != (w.shape[1],) or not np.all(d > 0):
         raise ValueError(f"scale must be ({w.shape[1]},) and positive, got {d.shape}")
+    if not 0 <= per_row <= w.shape[1]:
+        raise ValueError(f"per_row must be in [0, {w.shape[1]}], got {per_row}")
     of, if_ = weight_grid(*w.shape)
     u, s, vt = kron_svd(w * d, of, if_)
-    return _layer(w, d, u, s, vt, rank, of, if_, entries, threshold)
+    return _layer(w, d, u, s, vt, rank, of, if_, per_row)
 
 
-def _layer(w, d, u, s, vt, rank, of, if_, entries, threshold) -> SatenLayer:
+def _weighted_residual(w, d, u, s, vt, rank, of, if_) -> np.ndarray:
+    """E D (out, in), float32."""
+    recon = (u[:, :rank] * s[:rank].astype(np.float32)) @ vt[:rank]
+    return (np.asarray(w, np.float32) * d.astype(np.float32)) - _unrearrange(recon, of, if_)
+
+
+def _layer(w, d, u, s, vt, rank, of, if_, per_row: int) -> SatenLayer:
     tt = tt_of(u, s, vt, rank, of, if_)
-    weighted = w * d - _unrearrange((u[:, :rank] * s[:rank]) @ vt[:rank], of, if_)  # E D
-    rel = np.square(weighted).ravel() / max(float(np.square(s).sum()), 1e-300)
-    if threshold is not None:
-        index = np.flatnonzero(rel >= threshold) if threshold > 0 else np.flatnonzero(rel > 0)
+    weighted = _weighted_residual(w, d, u, s, vt, rank, of, if_)
+    if per_row:
+        cols = np.sort(np.argpartition(-np.abs(weighted), per_row - 1, axis=1)[:, :per_row], 1)
     else:
-        n = min(int(entries or 0), rel.size)
-        index = np.sort(np.argpartition(-rel, n - 1)[:n]) if n else np.zeros(0, np.int64)
-    value = (weighted.ravel()[index] / d[index % w.shape[1]]).astype(np.float32)
-    return SatenLayer(tt, d.astype(np.float32), index.astype(np.int64), value)
+        cols = np.zeros((w.shape[0], 0), np.int64)
+    rows = np.arange(w.shape[0])[:, None]
+    value = (weighted[rows, cols] / d[cols]).astype(np.float32)
+    return SatenLayer(tt, d.astype(np.float32), cols.astype(np.int64), value)
 
 
 @dataclass
 class SatenPlan:
     ranks: list[int | None]  # None: the layer stays dense
-    threshold: float  # entries with relative square >= threshold are kept
+    per_row: list[int]  # entries kept in every row of each layer
     share: float  # SPARSE_SHARES entry chosen
     entries: int  # total entries
     errors: dict[float, float]  # share -> summed relative error (inf: infeasible)
@@ -178,6 +185,33 @@ def _directions(s: np.ndarray, u: np.ndarray, vt: np.ndarray) -> Directions:
     return Directions(vt.T, np.square(s), u.shape[0])
 
 
+def _entry_curve(weighted: np.ndarray, total: float) -> np.ndarray:
+    """(in,): relative error removed by the m-th entry of every row (rows sorted by size)."""
+    sq = np.square(weighted)
+    sq.sort(axis=1)
+    return sq[:, ::-1].sum(0, dtype=np.float64) / total
+
+
+def _pick_entries(curves: list[np.ndarray | None], outs: list[int], n: int):
+    """Entries per row of each layer, greedy by relative error removed per entry (each step
+    adds `out` entries to a layer) within n entries; returns (per_row, captured)."""
+    items = [
+        (-g / out, i, m)
+        for i, (g, out) in enumerate(zip(curves, outs, strict=True))
+        if g is not None
+        for m, g in enumerate(g)
+    ]
+    items.sort()
+    per_row, used, captured = [0] * len(curves), 0, 0.0
+    for neg, i, _ in items:
+        if used + outs[i] > n:
+            break
+        per_row[i] += 1
+        used += outs[i]
+        captured -= neg * outs[i]
+    return per_row, captured
+
+
 def plan_saten(
     weights: list[np.ndarray],
     scales: list[np.ndarray],
@@ -185,8 +219,8 @@ def plan_saten(
     step: int = STEP,
     progress=lambda items, what: items,
 ) -> tuple[SatenPlan, list[SatenLayer | None]]:
-    """Ranks, entries and the compressed layers (None: dense) of `weights` (out, in) with
-    `scales` d (in,), total parameters <= budget. Raises ValueError if no share fits.
+    """Ranks, entries per row and the compressed layers (None: dense) of `weights` (out, in)
+    with `scales` d (in,), total parameters <= budget. Raises ValueError if no share fits.
     progress(iterable, description) wraps the slow loops (a progress bar)."""
     grids = [weight_grid(*w.shape) for w in weights]
     scales = [np.asarray(d, np.float64) for d in scales]
@@ -195,6 +229,7 @@ def plan_saten(
         for w, d, g in zip(progress(weights, "TT-SVD of every weight"), scales, grids, strict=True)
     ]
     dirs = [_directions(s, u, vt) for u, s, vt in svds]
+    outs = [w.shape[0] for w in weights]
     errors: dict[float, float] = {}
     best: SatenPlan | None = None
     for share in progress(SPARSE_SHARES, "share of the budget for sparse entries"):
@@ -204,44 +239,30 @@ def plan_saten(
             errors[share] = math.inf
             continue
         used = sum(_cost(w, k, g) for w, k, g in zip(weights, ranks, grids, strict=True))
-        n = max(0, (budget - used) // ENTRY_PARAMS)
-        rels, dropped = [], 0.0
+        curves, dropped = [], 0.0
         for w, d, (u, s, vt), k, g in zip(weights, scales, svds, ranks, grids, strict=True):
             if k is None:
+                curves.append(None)
                 continue
             total = max(float(np.square(s).sum()), 1e-300)
             dropped += float(np.square(s[k:]).sum()) / total
-            recon = (u[:, :k] * s[:k].astype(np.float32)) @ vt[:k]
-            res = _rearrange(np.asarray(w, np.float32) * d.astype(np.float32), *g) - recon
-            rels.append((np.square(res) / np.float32(total)).ravel())
-        allrel = np.concatenate(rels) if rels else np.zeros(0, np.float32)
-        del rels
-        n = min(n, allrel.size)
-        threshold = float(np.partition(allrel, allrel.size - n)[allrel.size - n]) if n else np.inf
-        captured = float(allrel[allrel >= threshold].sum(dtype=np.float64)) if n else 0.0
-        del allrel
+            curves.append(_entry_curve(_weighted_residual(w, d, u, s, vt, k, *g), total))
+        per_row, captured = _pick_entries(curves, outs, max(0, budget - used) // ENTRY_PARAMS)
         errors[share] = dropped - captured
         if best is None or errors[share] < errors[best.share]:
-            best = SatenPlan(ranks, threshold, share, n, errors)
+            entries = sum(m * o for m, o in zip(per_row, outs, strict=True))
+            best = SatenPlan(ranks, per_row, share, entries, errors)
     if best is None:
         raise ValueError(
             f"the budget ({budget} parameters) is below the smallest TT-matrix cores "
             f"(rank {step} in every layer that can be factored)"
         )
-    layers: list[SatenLayer | None] = []
-    for w, d, (u, s, vt), k, g in zip(weights, scales, svds, best.ranks, grids, strict=True):
-        w64 = np.asarray(w, np.float64)
-        layers.append(None if k is None else _layer(w64, d, u, s, vt, k, *g, None, best.threshold))
-    # ties at the threshold (float32 squares) could pass the count: drop from the last layers
-    over = sum(0 if x is None else x.index.size for x in layers) - best.entries
-    for x in reversed(layers):
-        if over <= 0:
-            break
-        if x is not None and x.index.size:
-            cut = min(over, x.index.size)
-            x.index, x.value = x.index[:-cut], x.value[:-cut]
-            over -= cut
-    best.entries = sum(0 if x is None else x.index.size for x in layers)
+    layers = [
+        None if k is None else _layer(w, d, u, s, vt, k, *g, m)
+        for w, d, (u, s, vt), k, g, m in zip(
+            weights, scales, svds, best.ranks, grids, best.per_row, strict=True
+        )
+    ]
     return best, layers
 
 

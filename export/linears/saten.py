@@ -6,8 +6,8 @@
 D = diag(d), d the per-input RMS on calibration text (the ESPACE statistics of export/
 activation_stats.py, same cache): the cores fit the output error, not the weight's own
 Frobenius norm. Ranks from rank_allocation.py's `allocate_ranks` (relative output error
-removed per stored parameter, greedy across all layers); the sparse entries by one threshold
-across layers; the share of the budget the entries get is the measured best of SPARSE_SHARES.
+removed per stored parameter, greedy across all layers); the entries per row of each layer by
+the same kind of greedy; the share of the budget the entries get is the measured best of SPARSE_SHARES.
 
 The graph (SatenLinear, traced by torch.onnx like any module):
 
@@ -15,14 +15,17 @@ The graph (SatenLinear, traced by torch.onnx like any module):
     t = t.reshape(N, i_1, r, o_2).transpose -> (N o_2, i_1 r) @ C_1   C_1 (i_1 r, o_1)  core 1
     y = t.reshape(N, o_2, o_1).transpose -> (N, out) + residual + bias
 
-Residual in standard ops, two placements (`RESIDUAL`, measured by benchmarks/saten_residual.py):
-    scatter  S (in, out) = ScatterElements(zeros, index, value), all initializers, so
-             onnxruntime folds it once at session load; then y += x @ S (a dense MatMul)
-    gather   per call: y += ScatterElements-add over out of x[..., b] * value (Gather, Mul)
+Residual in standard ops, per call: every row keeps m entries (tt_ops/tt_linear.py), so
+y += ReduceSum(Gather(x, cols (out, m)) * value (out, m)) over m: no row index and no
+scatter. Measured first (benchmarks/saten_residual.py at the commit that had them) were two
+unstructured placements: densifying S at load (ScatterElements into zeros then x @ S) is
+constant-folded by torch.onnx's optimizer already at export, so the file held the dense S
+(and q4 then re-rounded it); ScatterElements-add per call ran 46x slower than the dense layer
+for one token on 1 thread.
 
 --quantize q4: C_1 and C_2 are MatMul weights whose contraction axes (i_1 r and i_2 = 32)
 are whole 4-bit blocks, so q4 stores them like any weight (weight_grid puts i_2 on the block);
-the entries' values stay fp32, their indices int32, 1/d fp32.
+the entries' values stay fp32, their columns int32, 1/d fp32.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from torch import nn
 from tensorgpt.export.linears import register
 from tensorgpt.export.linears.base import LinearCompressor
 
-RESIDUAL = "gather"
 # rank step: core 1's contraction axis i_1 r is then whole q4 blocks whenever i_1 is even
 # (SmolLM2: i_1 = 18 or 48); rank_allocation's 32 leaves no rank below dense for 64-wide layers
 STEP = 16
@@ -42,16 +44,15 @@ SCALE_FLOOR = 0.01  # d >= 1% of the layer's mean d: a dead input must not blow 
 
 
 class SatenLinear(nn.Module):
-    """y = TT-chain(x / d) + residual(x) + bias; x (..., in) -> (..., out)."""
+    """y = TT-chain(x / d) + row entries(x) + bias; x (..., in) -> (..., out)."""
 
-    def __init__(self, layer, bias: torch.Tensor | None, residual: str = RESIDUAL) -> None:
+    def __init__(self, layer, bias: torch.Tensor | None) -> None:
         super().__init__()
         (o1, o2), (i1, i2) = layer.tt.vocab_factors, layer.tt.dim_factors
         r = layer.tt.ranks[1]
         g1, g2 = layer.tt.cores
         self.shape = (o1, o2, i1, i2, r)
         self.out_features, self.in_features = o1 * o2, i1 * i2
-        self.residual = residual
         # C_1[b_1 r + k, a_1] = G_1[0, a_1, b_1, k]; C_2[b_2, k o_2 + a_2] = G_2[k, a_2, b_2, 0]
         c1 = g1[0].transpose(1, 2, 0).reshape(i1 * r, o1)
         c2 = g2[..., 0].transpose(2, 0, 1).reshape(i2, r * o2)
@@ -59,9 +60,9 @@ class SatenLinear(nn.Module):
         self.core2 = nn.Parameter(torch.from_numpy(np.ascontiguousarray(c2, np.float32)))
         self.inv_scale = nn.Parameter(torch.from_numpy((1.0 / layer.scale).astype(np.float32)))
         self.value = nn.Parameter(torch.from_numpy(layer.value.astype(np.float32)))
-        a, b = np.divmod(layer.index, self.in_features)
-        index = b * self.out_features + a if residual == "scatter" else layer.index
-        self.register_buffer("index", torch.from_numpy(index.astype(np.int32)))
+        self.per_row = layer.cols.shape[1]
+        # flat: x[:, cols] with a 2-D index traces as Transpose + GatherND + Transpose
+        self.register_buffer("cols", torch.from_numpy(layer.cols.reshape(-1).astype(np.int32)))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,16 +72,10 @@ class SatenLinear(nn.Module):
         t = t.reshape(-1, i1, r, o2).permute(0, 3, 1, 2).reshape(-1, i1 * r)
         t = (t @ self.core1).reshape(-1, o2, o1).transpose(1, 2)  # (N, o_1, o_2)
         y = t.reshape(*lead, self.out_features)
-        index = self.index.long()
-        if self.residual == "scatter":
-            flat = torch.zeros(self.in_features * self.out_features, dtype=x.dtype)
-            y = y + x @ flat.scatter(0, index, self.value).reshape(self.in_features, -1)
-        else:
-            rows, cols = index // self.in_features, index % self.in_features
-            contrib = x.reshape(-1, self.in_features)[:, cols] * self.value  # (N, n)
-            zeros = torch.zeros(contrib.shape[0], self.out_features, dtype=x.dtype)
-            rows = rows.expand(contrib.shape[0], -1)
-            y = y + zeros.scatter_add(1, rows, contrib).reshape(*lead, self.out_features)
+        if self.per_row:
+            picked = x.reshape(-1, self.in_features).index_select(1, self.cols.long())
+            picked = picked.reshape(-1, self.out_features, self.per_row)  # (N, out, m)
+            y = y + (picked * self.value).sum(-1).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -143,7 +138,7 @@ class Saten(LinearCompressor):
                     "grid": None
                     if layer is None
                     else [layer.tt.vocab_factors, layer.tt.dim_factors],
-                    "entries": 0 if layer is None else int(layer.index.size),
+                    "per_row": 0 if layer is None else int(layer.cols.shape[1]),
                 }
             )
         log(
@@ -159,7 +154,7 @@ class Saten(LinearCompressor):
             "stored_params": int(stored),
             "stored_ratio": round(stored / original, 6),
             "calibration": calibration,
-            "residual": RESIDUAL,
+            "residual": "rows",
             "sparse_share": plan.share,
             "entries": int(plan.entries),
             "share_errors": {

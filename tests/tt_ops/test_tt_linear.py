@@ -41,17 +41,21 @@ def test_sparse_residual_restores_exactly_the_chosen_entries():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((96, 64))
     d = rng.uniform(0.5, 2.0, 64)
-    layer = saten_layer(w, d, rank=6, entries=300)
+    layer = saten_layer(w, d, rank=6, per_row=5)
+    rows = np.arange(96)[:, None]
+    assert layer.cols.shape == (96, 5) and np.all(np.diff(layer.cols, axis=1) > 0)
     dense = layer.dense()
-    assert layer.index.size == 300 and np.all(np.diff(layer.index) > 0)
-    np.testing.assert_allclose(dense.ravel()[layer.index], w.ravel()[layer.index], atol=1e-5)
-    # they are the largest weighted residual entries: every other one is no larger
-    residual = np.abs((w - (dense - 0)) * d)  # zero at the chosen entries
-    without = np.abs((w - layer.tt.reconstruct() / d) * d).ravel()
-    kept = without[layer.index].min()
-    others = np.delete(without, layer.index)
-    assert others.max() <= kept + 1e-6 and residual.ravel()[layer.index].max() < 1e-5
-    assert layer.num_params() == layer.tt.num_params() + 64 + ENTRY_PARAMS * 300
+    np.testing.assert_allclose(dense[rows, layer.cols], w[rows, layer.cols], atol=1e-5)
+    # elsewhere the layer is the TT part alone, and no dropped entry of a row is larger
+    # (in |E_ab| d_b) than the ones the row kept
+    tt_only = layer.tt.reconstruct() / d
+    kept = np.zeros(w.shape, bool)
+    kept[rows, layer.cols] = True
+    np.testing.assert_allclose(dense[~kept], tt_only[~kept], atol=1e-6)
+    weighted = np.abs(w - tt_only) * d
+    dropped_max = np.where(kept, -np.inf, weighted).max(1)
+    assert np.all(dropped_max <= np.where(kept, weighted, np.inf).min(1) + 1e-6)
+    assert layer.num_params() == layer.tt.num_params() + 64 + ENTRY_PARAMS * 96 * 5
 
 
 def test_plan_keeps_the_budget_and_reports_every_share():
@@ -63,7 +67,8 @@ def test_plan_keeps_the_budget_and_reports_every_share():
     stored = sum(w.size if x is None else x.num_params() for w, x in zip(ws, layers))
     assert stored <= budget
     assert plan.errors[plan.share] == min(plan.errors.values())
-    assert plan.entries == sum(x.index.size for x in layers if x is not None) > 0
+    assert plan.entries == sum(x.cols.size for x in layers if x is not None) > 0
+    assert [x.cols.shape[1] for x in layers] == plan.per_row
     for w, x, k in zip(ws, layers, plan.ranks):
         assert x is not None and x.tt.ranks[1] == k <= useful_rank(*weight_grid(*w.shape))
     with pytest.raises(ValueError, match="smallest TT-matrix cores"):
