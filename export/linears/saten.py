@@ -65,6 +65,14 @@ class SatenLinear(nn.Module):
         self.register_buffer("cols", torch.from_numpy(layer.cols.reshape(-1).astype(np.int32)))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
+    def dense_weight(self) -> torch.Tensor:
+        """W~ (out, in) from the current parameters (the same function as forward)."""
+        o1, o2, i1, i2, r = self.shape
+        a, b = self.core1.reshape(i1, r, o1), self.core2.reshape(i2, r, o2)
+        w = torch.einsum("xkp,ykq->pqxy", a, b).reshape(o1 * o2, i1 * i2) * self.inv_scale
+        rows = torch.arange(o1 * o2).repeat_interleave(self.per_row)
+        return w.index_put((rows, self.cols.long()), self.value.reshape(-1), accumulate=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o1, o2, i1, i2, r = self.shape
         lead = x.shape[:-1]

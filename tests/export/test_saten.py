@@ -26,6 +26,7 @@ def test_module_computes_the_compressed_weight():
         y = module(x).numpy()
     expect = x.numpy() @ layer.dense().T + bias.numpy()
     np.testing.assert_allclose(y, expect, atol=1e-4)
+    np.testing.assert_allclose(module.dense_weight().detach().numpy(), layer.dense(), atol=1e-5)
 
 
 def _calib(tmp_path):
