@@ -65,4 +65,3 @@ def test_saten_with_q4_is_compressed_quantized_and_verified(tiny_llama, tmp_path
     # no dense weight of a factored layer is in the file
     shapes = {tuple(t.dims) for t in graph.initializer}
     assert not any((g["in"], g["out"]) in shapes or (g["out"], g["in"]) in shapes for g in cores)
-
