@@ -212,22 +212,32 @@ def _pick_entries(curves: list[np.ndarray | None], outs: list[int], n: int):
     return per_row, captured
 
 
+def layer_svds(weights: list[np.ndarray], scales: list[np.ndarray], progress=None) -> list:
+    """kron_svd of every W D on its grid, up to its useful rank (the slow part of a plan, the
+    same for every budget: export/linears/saten.py caches it)."""
+    progress = progress or (lambda items, what: items)
+    out = []
+    for w, d in zip(progress(weights, "TT-SVD of every weight"), scales, strict=True):
+        g = weight_grid(*w.shape)
+        out.append(kron_svd(np.asarray(w, np.float64) * d, *g, keep=useful_rank(*g)))
+    return out
+
+
 def plan_saten(
     weights: list[np.ndarray],
     scales: list[np.ndarray],
     budget: int,
     step: int = STEP,
     progress=lambda items, what: items,
+    svds: list | None = None,
 ) -> tuple[SatenPlan, list[SatenLayer | None]]:
     """Ranks, entries per row and the compressed layers (None: dense) of `weights` (out, in)
     with `scales` d (in,), total parameters <= budget. Raises ValueError if no share fits.
-    progress(iterable, description) wraps the slow loops (a progress bar)."""
+    progress(iterable, description) wraps the slow loops (a progress bar); svds: layer_svds'
+    result for these weights and scales, if already computed."""
     grids = [weight_grid(*w.shape) for w in weights]
     scales = [np.asarray(d, np.float64) for d in scales]
-    svds = [
-        kron_svd(np.asarray(w, np.float64) * d, *g, keep=useful_rank(*g))
-        for w, d, g in zip(progress(weights, "TT-SVD of every weight"), scales, grids, strict=True)
-    ]
+    svds = svds if svds is not None else layer_svds(weights, scales, progress)
     dirs = [_directions(s, u, vt) for u, s, vt in svds]
     outs = [w.shape[0] for w in weights]
     errors: dict[float, float] = {}

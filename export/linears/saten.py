@@ -17,11 +17,13 @@ The graph (SatenLinear, traced by torch.onnx like any module):
 
 Residual in standard ops, per call: every row keeps m entries (tt_ops/tt_linear.py), so
 y += ReduceSum(Gather(x, cols (out, m)) * value (out, m)) over m: no row index and no
-scatter. Measured first (benchmarks/saten_residual.py at the commit that had them) were two
-unstructured placements: densifying S at load (ScatterElements into zeros then x @ S) is
-constant-folded by torch.onnx's optimizer already at export, so the file held the dense S
-(and q4 then re-rounded it); ScatterElements-add per call ran 46x slower than the dense layer
-for one token on 1 thread.
+scatter. Tried first (commit "--linears saten: order-2 TT-matrix cores + unstructured sparse
+residual"): unstructured entries densified at load (ScatterElements into zeros, then x @ S)
+are constant-folded by torch.onnx's optimizer already at export whenever S is below its size
+limits (inputs <= 8192, output <= 262144 elements: every layer of the tiny test model), so the
+file then held the dense S and q4 re-rounded it (parity failed); ScatterElements-add per call
+ran 46x slower than the dense layer for one token on 1 thread (benchmarks/saten_residual.py
+at that commit). Row entries per call: 31x (onnxruntime's Gather, about 25 ns per index).
 
 --quantize q4: C_1 and C_2 are MatMul weights whose contraction axes (i_1 r and i_2 = 32)
 are whole 4-bit blocks, so q4 stores them like any weight (weight_grid puts i_2 on the block);
@@ -126,7 +128,9 @@ class Saten(LinearCompressor):
         def progress(items, what):
             return track(items, f"[export] saten: {what}", unit="step")
 
-        plan, layers = plan_saten(weights, scales, int(spec.ratio * original), STEP, progress)
+        svds = _cached_svds(weights, scales, fingerprint, names, progress)
+        budget = int(spec.ratio * original)
+        plan, layers = plan_saten(weights, scales, budget, STEP, progress, svds)
         stored, rows = 0, []
         for name, w, layer, k in zip(names, weights, layers, plan.ranks, strict=True):
             if layer is None:
@@ -170,3 +174,27 @@ class Saten(LinearCompressor):
             },
             "groups": rows,
         }
+
+
+def _cached_svds(weights, scales, fingerprint: str, names: list[str], progress) -> list:
+    """layer_svds, cached like the ESPACE statistics (export/calibration.py): minutes of SVDs
+    for SmolLM2 on 2 cores, the same for every --linear-ratio. Keyed by the model, the layers
+    and the scales (which carry the calibration)."""
+    import hashlib
+
+    from tensorgpt.export.calibration import cached_arrays, default_cache_dir
+    from tensorgpt.tt_ops.tt_linear import layer_svds
+
+    digest = hashlib.sha256()
+    for d in scales:
+        digest.update(np.ascontiguousarray(d, np.float64).tobytes())
+    settings = {"model": fingerprint, "layers": names, "scales_sha256": digest.hexdigest()}
+
+    def make() -> dict[str, np.ndarray]:
+        arrays = {}
+        for i, (u, s, vt) in enumerate(layer_svds(weights, scales, progress)):
+            arrays[f"u{i}"], arrays[f"s{i}"], arrays[f"vt{i}"] = u, s, vt
+        return arrays
+
+    arrays = cached_arrays(default_cache_dir(), "saten-svd", settings, make)
+    return [(arrays[f"u{i}"], arrays[f"s{i}"], arrays[f"vt{i}"]) for i in range(len(weights))]
