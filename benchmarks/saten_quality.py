@@ -125,7 +125,7 @@ def main() -> int:
         lin = manifest.get("linears") or {}
         row = {
             "name": name,
-            "file_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6,
+            "file_mb": manifest["bytes"]["file"] / 1e6,  # model.onnx, as linear_factors.py
             "stored_ratio": lin.get("stored_ratio", 1.0),
             "sparse_share": lin.get("sparse_share"),
             "passed": manifest["verification"]["passed"],
