@@ -32,7 +32,7 @@ import torch
 from linear_factors import DATA, parse_variant
 
 from tensorgpt.export.exporter import export_model
-from tensorgpt.export.linears.saten import SatenLinear
+from tensorgpt.export.linears.saten_layer import SatenLinear
 from tensorgpt.export.load import LoadedModel, load
 
 

@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from tensorgpt.export.linears.saten import SatenLinear
+from tensorgpt.export.linears.saten_layer import SatenLinear
 from tensorgpt.tt_ops.tt_linear import saten_layer
 
 OUT, IN = 1536, 576

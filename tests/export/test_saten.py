@@ -11,7 +11,7 @@ import torch
 
 from tensorgpt.cli import main as cli_main
 from tensorgpt.common.contract import MANIFEST_FILE, MODEL_FILE
-from tensorgpt.export.linears.saten import SatenLinear
+from tensorgpt.export.linears.saten_layer import SatenLinear
 from tensorgpt.tt_ops.tt_linear import saten_layer
 
 
