@@ -18,7 +18,7 @@ only the first variant of a kind pays for them).
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
 A variant name is `q4` (reference), `int8-rows-q4` (the table alone), `int8-rows-q3` (3-bit
-blocks, the equal-bytes baseline), or `{espace|espace-tn|espace-fisher|svd}-{ratio}[-q4|-q3]`. A folder that already holds a finished export is reused.
+blocks, the equal-bytes baseline), or `{espace|espace-tn|espace-fisher|svd|saten}-{ratio}[-q4|-q3]`. A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -60,7 +60,7 @@ def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, Lin
         return table, name[-2:], LinearSpec()
     quantize = name[-2:] if name.endswith(("-q4", "-q3")) else "none"
     method, _, ratio = name.removesuffix(f"-{quantize}").rpartition("-")
-    if method not in ("espace", "espace-tn", "espace-fisher", "svd"):
+    if method not in ("espace", "espace-tn", "espace-fisher", "svd", "saten"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
     text = calib_text if method != "svd" and calib_text != "generated" else None
     return table, quantize, LinearSpec(method, float(ratio), text)

@@ -50,8 +50,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--linears",
         default="none",
         choices=compressors,
-        help="the transformer's linear layers as two low-rank factors each, ranks allocated "
-        "under --linear-ratio by the output error each kept direction saves (default: none): "
+        help="the transformer's linear layers in compressed form (low-rank factors, or TT-matrix "
+        "cores plus sparse entries for saten), ranks allocated under --linear-ratio by the "
+        "output error each kept direction saves (default: none): "
         + "; ".join(f"{c}: {get_linears(c).help}" for c in compressors[1:])
         + "; calibrated on --calib-text if given, else on text the model generates; "
         "combines with --quantize (the factors are quantized) and every --method",

@@ -63,6 +63,11 @@ class LinearCompressor:
     # then the errors are loss per position, one scale for all groups (not divided by totals)
     loss_weighted: ClassVar[bool] = False
 
+    def compress(self, adapter, tokenizer, spec: LinearSpec, fingerprint: str, log) -> dict | None:
+        """A mode that is not y = B (A x) (saten.py) replaces the layers itself and returns
+        the manifest's report; None: the shared driver below factors them."""
+        return None
+
     def directions(
         self, weight: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None
     ) -> Directions:
@@ -85,6 +90,8 @@ def compress_linears(
 
     spec.validate()
     compressor = get_linears(spec.method)
+    if (report := compressor.compress(adapter, tokenizer, spec, fingerprint, log)) is not None:
+        return report
     body = adapter.decoder_body()
     vocab = adapter.shape().vocab_size
     probe = (torch.arange(8) * 7919 % vocab)[None]
