@@ -59,6 +59,11 @@ def autocorr_on_windows(
     finally:
         for h in hooks:
             h.remove()
+    return _autocorrelations(sums, n_pos)
+
+
+def _autocorrelations(sums: list, n_pos: int) -> dict[str, np.ndarray]:
+    """{"c{i}": sums[i] / n_pos as float32, "n_pos"}; every layer must have been reached."""
     if any(s is None for s in sums):
         raise ValueError("linear-layer calibration: a layer was not reached by the forward pass")
     # stored as float32: half the cache (about 0.4 GB for SmolLM2-135M), enough for eigh
@@ -139,11 +144,8 @@ def fisher_autocorr_on_windows(
     finally:
         for h in hooks:
             h.remove()
-    if any(s is None for s in sums):
-        raise ValueError("linear-layer calibration: a layer was not reached by the forward pass")
-    out = {f"c{i}": (s / n_pos).float().numpy() for i, s in enumerate(sums)}
-    out |= {f"f{i}": f / max(f.sum(), 1e-300) for i, f in enumerate(shares)}
-    return {**out, "n_pos": np.array(n_pos)}
+    out = _autocorrelations(sums, n_pos)
+    return out | {f"f{i}": f / max(f.sum(), 1e-300) for i, f in enumerate(shares)}
 
 
 def activation_eig(

@@ -23,23 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from tensorgpt.tt_ops.q4_grid import block_codes, decode_blocks
+
 Q3_BLOCK = 32
 LEVELS = 8
 CLIPS = (0.0, 0.05, 0.1, 0.15)  # fractions of the block's range clipped at either end
 
 
-def _decode(q: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """q (B, 32, N), d and m (B, N) fp16 -> (B, 32, N) float32, the ONNX decode's arithmetic."""
-    return (
-        q.astype(np.float32) * d.astype(np.float32)[:, None, :] + m.astype(np.float32)[:, None, :]
-    )
-
-
 def _codes(blocks: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
-    d32 = d.astype(np.float32)[:, None, :]
-    safe = np.where(d32 == 0, 1.0, d32)
-    q = np.rint((blocks - m.astype(np.float32)[:, None, :]) / safe)
-    return np.clip(q, 0, LEVELS - 1).astype(np.uint8)
+    return block_codes(blocks, d, m, LEVELS)
 
 
 def fit_q3_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +60,7 @@ def fit_q3_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
             d_ls, m_ls = d_ls.astype(np.float16), m_ls.astype(np.float16)
             candidates.append((_codes(blocks, d_ls, m_ls), d_ls, m_ls))
             for cq, cd, cm in candidates:
-                err = np.square(_decode(cq, cd, cm) - blocks).sum(1)
+                err = np.square(decode_blocks(cq, cd, cm) - blocks).sum(1)
                 if best is None:
                     best = [err, cq, cd, cm]
                     continue
@@ -106,4 +98,4 @@ def decode_q3_blocks(
     lo = np.concatenate([(low >> (2 * s)) & 3 for s in range(4)], axis=1)
     hi = np.concatenate([(high >> s) & 1 for s in range(8)], axis=1)
     q = lo + (hi << 2)
-    return _decode(q, scale, minimum).reshape(nb * Q3_BLOCK, n)
+    return decode_blocks(q, scale, minimum).reshape(nb * Q3_BLOCK, n)

@@ -27,18 +27,22 @@ import numpy as np
 LEVELS = 16
 
 
-def _decode(q: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """q (B, 32, N) codes, d and m (B, N) fp16 -> (B, 32, N) float32, as the ONNX decode does."""
+def decode_blocks(q: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """q (B, 32, N) codes, d and m (B, N) fp16 -> (B, 32, N) float32, as the ONNX decode does
+    (d * q + m: the arithmetic of every block grid here, q4 and q3)."""
     return (
         q.astype(np.float32) * d.astype(np.float32)[:, None, :] + m.astype(np.float32)[:, None, :]
     )
 
 
-def _codes(blocks: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+def block_codes(
+    blocks: np.ndarray, d: np.ndarray, m: np.ndarray, levels: int = LEVELS
+) -> np.ndarray:
+    """Nearest codes in 0..levels-1 of (B, 32, N) blocks on the grid d * q + m."""
     d32 = d.astype(np.float32)[:, None, :]
     safe = np.where(d32 == 0, 1.0, d32)
     q = np.rint((blocks - m.astype(np.float32)[:, None, :]) / safe)
-    return np.clip(q, 0, LEVELS - 1).astype(np.uint8)
+    return np.clip(q, 0, levels - 1).astype(np.uint8)
 
 
 def _fp16_exact(x: np.ndarray) -> np.ndarray:
@@ -53,8 +57,8 @@ def fit_q4_grid(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     low, high = blocks.min(axis=1), blocks.max(axis=1)
     d = ((high - low) / (LEVELS - 1)).astype(np.float16)
     m = low.astype(np.float16)
-    q = _codes(blocks, d, m)
-    exact = (_decode(q, d, m) == blocks).all(axis=1)
+    q = block_codes(blocks, d, m)
+    exact = (decode_blocks(q, d, m) == blocks).all(axis=1)
     if exact.all():
         return q, d, m, exact
 
@@ -77,8 +81,8 @@ def fit_q4_grid(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         todo &= ~np.isnan(m_gap)
         d_gap = np.where(todo, sign * gap, 0).astype(np.float16)
         m_gap = np.where(todo, m_gap, 0).astype(np.float16)
-        q_gap = _codes(blocks, d_gap, m_gap)
-        wins = todo & (_decode(q_gap, d_gap, m_gap) == blocks).all(axis=1)
+        q_gap = block_codes(blocks, d_gap, m_gap)
+        wins = todo & (decode_blocks(q_gap, d_gap, m_gap) == blocks).all(axis=1)
         q = np.where(wins[:, None, :], q_gap, q)
         d, m, exact = np.where(wins, d_gap, d), np.where(wins, m_gap, m), exact | wins
     return q, d, m, exact

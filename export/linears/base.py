@@ -154,12 +154,16 @@ def compress_linears(
         f"{spec.method}: {factored} of {len(groups)} groups factored, linear weights "
         f"{stored / 1e6:.2f}M of {original / 1e6:.2f}M parameters ({stored / original:.3f})"
     )
+    return {**budget_report(spec, STEP, original, stored, calibration), "groups": rows}
+
+
+def budget_report(spec, step: int, original: int, stored: int, calibration: str | None) -> dict:
+    """The manifest's `linears` facts every mode shares: options, rank step, parameters."""
     return {
         **spec.options(),
-        "step": STEP,
+        "step": step,
         "original_params": int(original),
         "stored_params": int(stored),
         "stored_ratio": round(stored / original, 6),
         "calibration": calibration,
-        "groups": rows,
     }

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from tensorgpt.export.linears import register
-from tensorgpt.export.linears.base import LinearCompressor
+from tensorgpt.export.linears.base import LinearCompressor, budget_report
 
 # rank step: core 1's contraction axis i_1 r is then whole q4 blocks whenever i_1 is even
 # (SmolLM2: i_1 = 18 or 48); rank_allocation's 32 leaves no rank below dense for 64-wide layers
@@ -117,12 +117,7 @@ class Saten(LinearCompressor):
             f"{original / 1e6:.2f}M parameters ({stored / original:.3f})"
         )
         return {
-            **spec.options(),
-            "step": STEP,
-            "original_params": int(original),
-            "stored_params": int(stored),
-            "stored_ratio": round(stored / original, 6),
-            "calibration": calibration,
+            **budget_report(spec, STEP, original, stored, calibration),
             "residual": "rows",
             "sparse_share": plan.share,
             "entries": int(plan.entries),
