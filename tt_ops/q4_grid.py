@@ -69,6 +69,7 @@ def fit_q4_grid(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     gap = np.where(steps > 0, steps, np.inf).min(axis=1)  # (B, N); inf for a constant block
     span = np.rint((high - low) / np.where(np.isfinite(gap), gap, 1.0))
     usable = np.isfinite(gap) & _fp16_exact(gap) & (span <= LEVELS - 1)
+    gap = np.where(usable, gap, 0.0)  # the others never take a candidate: keep them finite
     for sign, base in ((1.0, low), (-1.0, high)):
         todo = usable & ~exact
         if not todo.any():
