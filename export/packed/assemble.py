@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from tensorgpt.export.assemble import _replace_value, apply_logit_fix
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.export.packed.graph_walk import nodes_feeding
 from tensorgpt.export.packed.table import PackedTable
 from tensorgpt.export.packed.weights import use_ms_domain
 
@@ -67,14 +68,4 @@ def attach_packed_embedding_and_head(
 
 def _ancestry(node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> set[str]:
     """Every tensor name `node` depends on within `nodes` (plus its own inputs)."""
-    producer = {o: n for n in nodes for o in n.output}
-    seen: set[str] = set()
-    stack = list(node.input)
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in producer:
-            stack.extend(producer[name].input)
-    return seen
+    return set(node.input) | {i for n in nodes_feeding(nodes, node.input) for i in n.input}

@@ -33,6 +33,7 @@ from onnx import helper
 
 from tensorgpt.export.embedding_graph import DenseEmbedding, EmbeddingGraph
 from tensorgpt.export.graph_builder import GraphBuilder
+from tensorgpt.export.packed.graph_walk import nodes_feeding
 from tensorgpt.export.packed.weights import BLOCK, matmul_nbits
 
 HEAD_BITS = 8
@@ -183,18 +184,8 @@ def _run_table_subgraph(model_path: Path, codes: str, scales: str) -> tuple[np.n
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
-    producer = {o: n for n in model.graph.node for o in n.output}
-    needed, stack, seen = [], [codes, scales], set()
-    while stack:
-        name = stack.pop()
-        node = producer.get(name)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        needed.append(node)
-        stack.extend(node.input)
-    order = [n for n in model.graph.node if id(n) in seen]  # the file's topological order
-    read = {i for n in needed for i in n.input}
+    order = nodes_feeding(model.graph.node, [codes, scales])  # the file's topological order
+    read = {i for n in order for i in n.input}
     graph = helper.make_graph(
         order,
         "packed_table",

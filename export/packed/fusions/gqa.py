@@ -39,6 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tensorgpt.common.contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
+from tensorgpt.export.packed.graph_walk import nodes_feeding
 from tensorgpt.export.packed.weights import MS_DOMAIN
 
 # rope types whose cos/sin depend on the position only (a static table); "dynamic" and
@@ -328,17 +329,7 @@ def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[on
 
 def _replace_nodes(graph, nodes, new_inits) -> None:
     """Set the node list, then drop every node and initializer no graph output depends on."""
-    outputs = {o.name for o in graph.output}
-    producer = {o: n for n in nodes for o in n.output}
-    live, stack = set(), list(outputs)
-    while stack:
-        name = stack.pop()
-        node = producer.get(name)
-        if node is None or id(node) in live:
-            continue
-        live.add(id(node))
-        stack.extend(node.input)
-    kept = [n for n in nodes if id(n) in live]
+    kept = nodes_feeding(nodes, (o.name for o in graph.output))
     read = {i for n in kept for i in n.input}
     inits = [t for t in list(graph.initializer) + new_inits if t.name in read]
     del graph.node[:]
