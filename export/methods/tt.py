@@ -17,7 +17,7 @@ class PerTokenTT(EmbeddingMethod):
     int8_cores = True
 
     def compress(self, table, spec, adapter=None, tokenizer=None):
-        from tensorgpt.export.embedding_graph import PerTokenTTEmbedding
+        from tensorgpt.export.embedding_tt import PerTokenTTEmbedding
         from tensorgpt.tt_ops.per_token import decompose_per_token
 
         rank = spec.rank if spec.rank is not None else (None if spec.rel_error else DEFAULT_RANK)

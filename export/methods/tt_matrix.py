@@ -25,7 +25,7 @@ class TTMatrix(EmbeddingMethod):
     int8_cores = True
 
     def compress(self, table, spec, adapter=None, tokenizer=None):
-        from tensorgpt.export.embedding_graph import TTMatrixEmbedding
+        from tensorgpt.export.embedding_tt import TTMatrixEmbedding
         from tensorgpt.tt_ops.tt_matrix import decompose_tt_matrix
 
         kwargs = {
