@@ -40,3 +40,14 @@ def test_mapped_pages_leave_rss_and_read_back(tmp_path: Path) -> None:
     assert before - after >= 12  # MiB: the inside mapping's pages left, not the other's
     assert before - after <= 20
     assert np.array_equal(mapped, data)  # faulted back in from the file, unchanged
+
+
+def test_written_private_mapping_is_kept(tmp_path: Path) -> None:
+    """A copy-on-write mapping that was written to holds data the file does not: kept."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    np.zeros(4 * MIB, np.uint8).tofile(folder / "model.onnx")
+    cow = np.memmap(folder / "model.onnx", dtype=np.uint8, mode="c")
+    cow[:] = 7
+    release_file_pages(folder)
+    assert int(cow.min()) == int(cow.max()) == 7
