@@ -18,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from tensorgpt.common.files import sha256_file
 from tensorgpt.common.integrity import record_files
 from tensorgpt.export.verify import verify
 
@@ -92,5 +93,7 @@ def write_exact_grid_copy(folder: Path, out: Path) -> bool:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("files"):
         manifest["files"] = record_files(out, list(manifest["files"]))
+    if manifest.get("split_load"):  # the split pair belongs to this model.onnx (same offsets)
+        manifest["split_load"]["model_sha256"] = sha256_file(out / "model.onnx")
     manifest_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return True
