@@ -5,7 +5,8 @@ pages, before and after the load and after a short generation, per onnxruntime s
 
 Variants (combine with +): default, noprepack (`session.disable_prepacking`), initalloc
 (`session.use_device_allocator_for_initializers`), noarena (`enable_cpu_mem_arena` off),
-whole (model.onnx alone instead of the split decode.onnx + body.onnx). One fresh process per
+whole (model.onnx alone instead of the split decode.onnx + body.onnx), keeppages (the runtime's
+`release_file_pages` skipped: the mapped file pages stay as onnxruntime left them). One fresh process per
 (folder, variant), folders and variants interleaved round by round; each line is one JSON
 record with the load average. MiB throughout; numbers, not assertions (docs/device.md).
 """
@@ -52,6 +53,8 @@ def _worker(folder: str, variant: str) -> dict:
         return o
 
     session.session_options = options
+    if "keeppages" in parts:
+        session.release_file_pages = lambda folder: 0
     before = _status()
     model = session.ExportedModel(folder, threads=1, split="whole" not in parts)
     after = _status()

@@ -48,6 +48,56 @@ def release_freed_memory() -> None:
         pass
 
 
+# madvise(2) advice: drop these pages from this process (they stay in the page cache).
+_MADV_DONTNEED = 4
+
+
+def _clean_file_mappings(root: str) -> list[tuple[int, int]]:
+    """(address, bytes) of this process's mappings of files under `root` that hold no private
+    (copy-on-write) page: smaps' `Anonymous: 0 kB`, so dropping their pages loses nothing."""
+    spans, current = [], None
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                path = fields[5].rstrip("\n") if len(fields) == 6 else ""
+                current = (low, high - low) if path.startswith(root) else None
+            elif current is not None and fields[0] == "Anonymous:":
+                if fields[1] == "0":
+                    spans.append(current)
+                current = None
+    return spans
+
+
+def release_file_pages(folder: Path) -> int:
+    """Drop from this process the pages of the folder's files that onnxruntime memory-mapped
+    and read once (Linux only; returns the bytes of mappings released, 0 elsewhere).
+
+    Why: onnxruntime maps external data (the split load's body reads model.onnx so) and a
+    kernel that prepacks a weight reads every page of it once. Where the weight has another
+    reader the mapping stays: the packed file's 8-bit tied table is prepacked by the head's
+    MatMulNBits *and* read row by row by the lookup, so all of it stayed resident next to the
+    head's packed copy (GPT-2 real shape: 36.8 MiB of the session's 164, docs/device.md). The
+    lookup needs only the rows of the tokens it meets. MADV_DONTNEED on a file mapping no page
+    of which was ever written (checked in smaps) loses nothing: the pages stay in the page
+    cache, and a row read later faults back in from there (or from the file) unchanged.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        spans = _clean_file_mappings(str(folder.resolve()) + "/")
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return sum(size for low, size in spans if libc.madvise(low, size, _MADV_DONTNEED) == 0)
+
+
 def open_split_session(
     decode: Path, body: Path, options: ort.SessionOptions, threads: int | None
 ) -> ort.InferenceSession:

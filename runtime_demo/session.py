@@ -25,6 +25,7 @@ from tensorgpt.common.contract import (
 )
 from tensorgpt.common.ort_load import (
     open_split_session,
+    release_file_pages,
     release_freed_memory,
     session_options,
 )
@@ -81,6 +82,7 @@ class ExportedModel:
                 f"cannot load {what} (corrupt or truncated?): {_first_line(exc)}"
             ) from None
         release_freed_memory()
+        release_file_pages(self.folder)
         # Manifest numbers are checked against the graph before anything is sized by them.
         check_against_graph(self.session, self.config, self.model_path)
         self._output_names = [LOGITS, *present_names(self.config.num_layers)]

@@ -206,3 +206,40 @@ def test_tiny_export_matches_on_aarch64(tiny_tt_export: Path) -> None:
     assert summary["max_abs_logit_diff"] <= 1e-3
     assert summary["perplexity_rel_diff"] <= 1e-4
     assert "aarch64 (qemu emulation)" in result.stdout
+
+
+# ---------------------------------------------------------------- files with a precision choice
+
+
+def test_compare_with_reference_allows_the_level_effect_only(tmp_path: Path) -> None:
+    """A level-4 file: the host runs int8 activations (0.02 off the exact grid), aarch64 the
+    exact grid. That passes; an aarch64 run off the exact grid by more than the host's own
+    deviation plus the fp32 tolerance fails, and so do different tokens."""
+    rng = np.random.default_rng(0)
+    ref_logits = rng.standard_normal((4, 10))
+    host_logits = ref_logits.copy()
+    host_logits[2, 3] += 0.02
+    ref = write_probe_result(tmp_path / "ref", [1, 2, 3, 4], ref_logits, 100.0)
+    host = write_probe_result(tmp_path / "host", [1, 2, 3, 4], host_logits, 100.01)
+
+    def check(arm_logits: np.ndarray, ppl: float, tokens=(1, 2, 3, 4)) -> tuple[int, str]:
+        arm = write_probe_result(tmp_path / "arm", list(tokens), arm_logits, ppl)
+        result = subprocess.run(
+            [sys.executable, str(PROBE), "compare", host, arm, "--reference", ref],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.returncode, result.stdout
+
+    code, out = check(ref_logits + 1e-5, 100.0)  # aarch64 without the int8 kernel
+    assert code == 0, out
+    assert "tolerance 0.021" in out
+    code, out = check(host_logits, 100.01)  # aarch64 with the host's int8 result
+    assert code == 0, out
+    code, out = check(ref_logits + 0.022, 100.0)  # beyond 1e-3 + 0.02
+    assert code == 1 and "MISMATCH logits" in out
+    code, out = check(ref_logits, 100.03)  # perplexity beyond 1e-4 + 1e-4
+    assert code == 1 and "MISMATCH perplexity" in out
+    code, out = check(ref_logits, 100.0, tokens=(1, 2, 9, 4))
+    assert code == 1 and "MISMATCH greedy tokens" in out

@@ -12,10 +12,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import onnx
 
+from tensorgpt.common.files import sha256_file
+from tensorgpt.common.integrity import record_files
 from tensorgpt.export.verify import verify
 
 _EXACT_KEYS = ("max_abs_logit_diff", "greedy_match", "tolerance", "passed")
@@ -58,3 +62,38 @@ def verify_packed(model_path: Path, model, adapter, tokenizer) -> dict:
         return {**exact, "accuracy_levels": levels, "exact_grid": exact_part}
     shipped = verify(str(model_path), model, adapter, tokenizer, quantized=True)
     return {**shipped, "accuracy_levels": levels, "exact_grid": exact_part}
+
+
+def write_exact_grid_copy(folder: Path, out: Path) -> bool:
+    """Copy the export `folder` to `out` with every MatMulNBits at accuracy_level 1 (the
+    exact-grid function of step 1 above), re-recording the manifest's file hashes so the
+    runtime loads the copy. Returns False, and writes nothing, when no MatMulNBits runs above
+    level 1 (a portable file, or a packed one already at level 1): its kernels have no
+    precision freedom and the original is its own reference.
+
+    scripts/arm_check.sh uses this: level 4 allows int8 activations but does not require them
+    (onnxruntime computes a level-4 node in fp32 where the CPU lacks an int8 kernel for it), so
+    two correct machines may differ by up to the level's own effect on the logits."""
+    folder, out = Path(folder), Path(out)
+    graphs = {f.name: accuracy_levels(f) for f in sorted(folder.glob("*.onnx"))}
+    if not any(level > 1 for levels in graphs.values() for level in levels.values()):
+        return False
+    if out.exists():
+        raise ValueError(f"{out} exists already; give a new folder for the exact-grid copy")
+    shutil.copytree(folder, out)
+    for name, levels in graphs.items():
+        if levels:
+            size = (out / name).stat().st_size
+            set_accuracy_level(out / name, 1)
+            # The split load's body.onnx reads model.onnx's bytes at recorded offsets: the
+            # rewrite must keep every offset (the level is one varint byte either way).
+            if (out / name).stat().st_size != size:
+                raise ValueError(f"rewriting the accuracy levels changed the size of {name}")
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("files"):
+        manifest["files"] = record_files(out, list(manifest["files"]))
+    if manifest.get("split_load"):  # the split pair belongs to this model.onnx (same offsets)
+        manifest["split_load"]["model_sha256"] = sha256_file(out / "model.onnx")
+    manifest_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return True

@@ -203,3 +203,54 @@ def test_fused_attention_left_padded_batch(pair):
         scale = float(np.abs(want).max())
         assert np.abs(logits[row, -1] - want[0, -1]).max() <= 1e-3 * scale
         assert np.abs(logits2[row, -1] - want2[0, -1]).max() <= 1e-3 * scale
+
+
+def test_exact_grid_copy_and_a_wrong_file_fails_the_arm_rule(pair, tmp_path):
+    """scripts/arm_check.sh's reference: the packed file's all-level-1 copy loads with its
+    re-recorded hashes and computes the exact grid; a portable file needs none. Under the
+    tolerance rule the shipped file passes against it and a wrong file (one 4-bit code per
+    column and block of one projection off by one) fails, so the rule cannot pass everything."""
+    import importlib.util
+    import json
+    import shutil
+    from pathlib import Path
+
+    from tensorgpt.common.integrity import record_files
+    from tensorgpt.export.packed.verify import accuracy_levels, write_exact_grid_copy
+
+    portable, packed = pair
+    assert not write_exact_grid_copy(portable, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    grid = tmp_path / "grid"
+    assert write_exact_grid_copy(packed, grid)
+    assert set(accuracy_levels(grid / "model.onnx").values()) == {1}
+    assert set(accuracy_levels(packed / "model.onnx").values()) == {1, 4}  # source untouched
+
+    wrong = tmp_path / "wrong"
+    shutil.copytree(packed, wrong)
+    model = onnx.load(str(wrong / "model.onnx"))
+    node = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
+    codes = next(t for t in model.graph.initializer if t.name == node.input[1])
+    flipped = numpy_helper.to_array(codes).copy()
+    flipped[..., 0] ^= 1  # (N, K/32, 16) uint8: the first code of every block, +-1
+    codes.CopyFrom(numpy_helper.from_array(flipped, codes.name))
+    onnx.save_model(model, str(wrong / "model.onnx"))
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    manifest["files"] = record_files(wrong, list(manifest["files"]))  # loads as a copied file
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("probe", repo / "scripts/arm/probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    text = repo / "scripts/arm/eval_text.txt"
+    for name, folder in (("host", packed), ("ref", grid), ("wrong", wrong)):
+        args = ["run", str(folder), "--out", str(tmp_path / name), "--text", str(text)]
+        probe.main([*args, "--new-tokens", "8", "--max-tokens", "256", "--threads", "1"])
+    verdict = {}
+    for arm in ("ref", "wrong"):
+        base = [str(tmp_path / "host"), str(tmp_path / arm), "--reference", str(tmp_path / "ref")]
+        verdict[arm] = probe.main(["compare", *base])
+    assert verdict == {"ref": 0, "wrong": 1}
+    summary = json.loads((tmp_path / "host.json").read_text())
+    assert summary["load_mode"] in ("whole", "split")
