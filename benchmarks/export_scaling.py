@@ -180,7 +180,10 @@ def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
             if k in manifest["verification"]
         }
     else:
-        row["error"] = [ln for ln in proc.stderr.splitlines() if ln.strip()][-3:]
+        # the exporter's own last lines: /usr/bin/time -v appends its report after them
+        own = proc.stderr.split("\tCommand being timed:")[0]
+        own = [ln for ln in own.splitlines() if ln.strip() and not ln.startswith("Command ")]
+        row["error"] = own[-3:]
     return row
 
 
