@@ -68,6 +68,9 @@ def fit_transform_code(
         table tied to the head: the code then also stores logit_bias (V,) fp16, b_v =
         head_mean . (x_v - decoded x_v), the part of each token's logit error common to every
         position (transform_code.py); its 2 bytes per row come out of the budget.
+    chunk_rows: rows per chunk of the passes over the table (default: 64 MiB of float64
+        rows, class_transform.py); the table is never copied whole, and any value gives the
+        same code byte for byte.
     The total (codes + codebooks + scales + basis + means + class ids + gains + logit bias)
     never exceeds the budget.
     """
@@ -187,14 +190,14 @@ def fit_transform_code(
 def _code_groups(x: np.ndarray, t, specs: list, rng) -> list[tuple[np.ndarray, np.ndarray]]:
     """Codebook (float16, 2**bits levels) and codes (uint8 (n_c, m)) of every (class, bit
     width) group of `specs` [(class, bits, axes (m,), scales (m,))], in two passes over the
-    table's rows (ClassTransform.coefficients per chunk; no (V, D) array is held).
+    table's rows (ClassTransform.coefficients per chunk; no (V, D) float array is held).
 
     A group's values are its class's coefficients on its axes over the scales, flat in
     (row, axis) order; its codebook is the weighted Lloyd fit on all of them or, past SAMPLE,
     on SAMPLE of them drawn by `rng` (group after group, in `specs` order); its codes map
     every value to the nearest level. Pass 1 gathers what the fits need, pass 2 the codes."""
     rows_of = {c: np.flatnonzero(t.cid == c) for c in sorted({spec[0] for spec in specs})}
-    picks = []  # per group: None (every value), or the drawn flat indices sorted + their order
+    picks = []  # per group: None (every value), or (drawn flat indices, argsort, sorted)
     for c, _, ax, _ in specs:
         size = rows_of[c].size * ax.size
         pick = rng.choice(size, SAMPLE, replace=False) if size > SAMPLE else None
