@@ -229,6 +229,8 @@ def main() -> None:
         "check alone (it builds the same 2-layer model a full export's check does)",
     )
     args = ap.parse_args()
+    if "tc+q4" in args.variants.split(",") and not CALIB.is_file():
+        ap.error(f"tc+q4 calibrates on {CALIB}, which is missing (set TENSORGPT_DATA)")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.stream]
     shapes = args.shapes.split(",")
     if args.layers:
