@@ -180,7 +180,10 @@ def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
             if k in manifest["verification"]
         }
     else:
-        row["error"] = [ln for ln in proc.stderr.splitlines() if ln.strip()][-3:]
+        # the exporter's own last lines: /usr/bin/time -v appends its report after them
+        own = proc.stderr.split("\tCommand being timed:")[0]
+        own = [ln for ln in own.splitlines() if ln.strip() and not ln.startswith("Command ")]
+        row["error"] = own[-3:]
     return row
 
 
@@ -226,6 +229,8 @@ def main() -> None:
         "check alone (it builds the same 2-layer model a full export's check does)",
     )
     args = ap.parse_args()
+    if "tc+q4" in args.variants.split(",") and not CALIB.is_file():
+        ap.error(f"tc+q4 calibrates on {CALIB}, which is missing (set TENSORGPT_DATA)")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.stream]
     shapes = args.shapes.split(",")
     if args.layers:

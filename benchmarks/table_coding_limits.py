@@ -105,7 +105,7 @@ def _assign(x, centres):
     return out
 
 
-def vq_table(enc, t: tc.ClassTransform, max_bits: int, seed: int = 0):
+def vq_table(enc, t: tc.ClassTransform, y: np.ndarray, max_bits: int, seed: int = 0):
     """Re-code the axes of the rare classes at <= max_bits bits with k-means codebooks of
     8 // max_bits dimensions (so a block can reach max_bits per dimension with 8-bit codes)."""
     if max_bits not in (1, 2, 4, 8):
@@ -119,9 +119,9 @@ def vq_table(enc, t: tc.ClassTransform, max_bits: int, seed: int = 0):
         curve.append(float(((gauss - centres[_assign(gauss, centres)]) ** 2).mean()))
     bits = class_bits(enc, t)
     kept = np.flatnonzero(bits.any(0))  # column j of the code's coefficients is axis kept[j]
-    yq = np.zeros((enc.vocab_size, t.y.shape[1]))
+    yq = np.zeros((enc.vocab_size, y.shape[1]))
     yq[:, kept] = enc.coefficients()
-    scale = np.zeros((enc.n_classes, t.y.shape[1]))
+    scale = np.zeros((enc.n_classes, y.shape[1]))
     scale[:, kept] = enc.scale.astype(np.float64)
     codebook_bytes = 0
     for c in range(enc.n_classes):
@@ -148,13 +148,13 @@ def vq_table(enc, t: tc.ClassTransform, max_bits: int, seed: int = 0):
             cols = blocks[kb == k].reshape(-1)
             if cols.size == 0:
                 continue
-            x = (t.y[np.ix_(rows, cols)] / s[cols]).reshape(-1, dim)
+            x = (y[np.ix_(rows, cols)] / s[cols]).reshape(-1, dim)
             w = np.repeat(t.w[rows], cols.size // dim)
             pick = rng.choice(len(x), min(len(x), 100_000), replace=False)
             cb = _kmeans(x[pick], w[pick], 1 << k, rng).astype(np.float16).astype(np.float64)
             yq[np.ix_(rows, cols)] = cb[_assign(x, cb)].reshape(len(rows), -1) * scale[c, cols]
             codebook_bytes += cb.size * 2
-    basis = np.zeros((t.y.shape[1], enc.dim))
+    basis = np.zeros((y.shape[1], enc.dim))
     basis[kept] = enc.basis.astype(np.float64)
     table = yq @ basis + enc.means.astype(np.float64)[enc.class_ids]
     return table, codebook_bytes
@@ -212,8 +212,9 @@ def main(argv=None) -> int:
     base = qf.perplexity(model, ids)
     stats = qf.get_stats(args.cache_dir, "valid", model, tok)
     counts, metric = stats["counts"], sensitivity_metric(stats)
-    t = tc.class_transform(table.astype(np.float64), counts, metric)
-    u = t.y / np.where(t.sig > 0, t.sig, 1.0)[t.cid]
+    t = tc.class_transform(table, counts, metric)
+    y = t.coefficients(table)  # (V, D) float64 (the fit itself never holds it)
+    u = y / np.where(t.sig > 0, t.sig, 1.0)[t.cid]
     kurtosis = float((u**4).mean() / (u**2).mean() ** 2)
 
     def delta(tab):
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
             table, byte_budget=budget, token_counts=counts, sensitivity=metric
         )
         bound, factors = rd_bound_table(table, enc, t)
-        vq, vq_bytes = vq_table(enc, t, args.vq_max_bits)
+        vq, vq_bytes = vq_table(enc, t, y, args.vq_max_bits)
         row = {
             "ratio": ratio,
             "scalar_delta_pct": delta(enc.decode()),

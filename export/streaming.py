@@ -10,7 +10,8 @@
     -> parity check on a model made of the first and last layers (export/verify_layers.py)
 
 The peak is about the graph, torch and onnx, plus a few copies of the largest tensor (the
-embedding table while it is read and coded, or handed to the graph builder). The file always
+embedding table while it is read and coded in chunks of rows, or handed to the graph builder;
+the check's two layers, table and head, in PyTorch and then in onnxruntime, never both). The file always
 has external data (one model.onnx.data), which onnxruntime memory-maps where it can.
 
 Table methods: the same code as the in-memory export, on the same table, so the same file

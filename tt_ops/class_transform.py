@@ -1,6 +1,20 @@
 """Steps 1-2 of transform coding (numpy): rows split into token-frequency classes, centred per
 class, whitened by the loss-sensitivity metric M^{1/2} and rotated to the principal axes of
-the class-balanced covariance."""
+the class-balanced covariance.
+
+In chunks of rows (issue 17): the (V, D) coefficients are never held. A pass over the table
+computes the class means, a second the covariance, a third the per-(class, axis) energies;
+`ClassTransform.coefficients` gives any row range's coefficients again when the coder needs
+them (transform_fit.py). Memory: the caller's table plus one chunk's float64 temporaries.
+
+Same numbers as holding everything: the means, energies and scales are sums over rows in row
+order, continued chunk after chunk (`RowSums`: one `np.add.reduce` over the running sum and the
+chunk, which numpy evaluates row after row, so the result is the whole-table reduction's bit for
+bit); the coefficients of a row range are the rows of the whole-table matrix products (BLAS
+computes each output row alone). Only the covariance is summed chunk by chunk (one matrix
+product per chunk, added), so it differs from the one-product covariance in the last bits;
+with a single chunk (`chunk_rows >= V`) it is the same product.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +23,41 @@ import dataclasses
 import numpy as np
 
 MAX_CLASSES = 16
-_CHUNK_ROWS = 8192  # rows per step where a whole-table temporary is avoided
+CHUNK_BYTES = 64 << 20  # float64 bytes of one chunk of rows (its temporaries: a few of these)
+
+
+def chunk_rows_for(dim: int, chunk_rows: int | None = None) -> int:
+    """Rows per chunk: `chunk_rows`, or as many (D,) float64 rows as CHUNK_BYTES holds (at
+    least 256): chunks large enough for fast matrix products, small beside the table."""
+    if chunk_rows is not None:
+        if int(chunk_rows) < 1:
+            raise ValueError(f"chunk_rows: must be >= 1, got {chunk_rows}")
+        return int(chunk_rows)
+    return max(256, CHUNK_BYTES // (8 * max(dim, 1)))
+
+
+def row_chunks(n_rows: int, rows: int) -> list[slice]:
+    return [slice(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
+
+
+class RowSums:
+    """Per-class sums over rows (axis 0), accumulated chunk by chunk in row order: equal bit
+    for bit to one `np.add.reduce(values_of_class, axis=0)` over all of a class's rows."""
+
+    def __init__(self, n_classes: int, dim: int) -> None:
+        self._sums: list[np.ndarray | None] = [None] * n_classes
+        self._dim = dim
+
+    def add(self, c: int, values: np.ndarray) -> None:
+        if len(values) == 0:
+            return
+        total = self._sums[c]
+        if total is not None:
+            values = np.concatenate([total[None], values])
+        self._sums[c] = np.add.reduce(values, axis=0)
+
+    def result(self) -> np.ndarray:
+        return np.stack([np.zeros(self._dim) if s is None else s for s in self._sums])
 
 
 def row_importance(weights: np.ndarray | None, V: int) -> np.ndarray:
@@ -57,26 +105,47 @@ def _psd_sqrt(m: np.ndarray, eps: float = 1e-6):
 class ClassTransform:
     """Steps 1-2 of the coder: rows in classes, centred, whitened and rotated.
 
-    x = means[cid] + y @ basis for every row; W[c, i] = sum over rows r of class c of
-    w_r y_ri^2 (importance-weighted energy), sig[c, i] = RMS of y_ri over the class.
+    x = means[cid] + y @ basis for every row, y = (x - means[cid]) @ whiten @ rotation
+    (`coefficients`); W[c, i] = sum over rows r of class c of w_r y_ri^2 (importance-weighted
+    energy), sig[c, i] = RMS of y_ri over the class.
     """
 
     cid: np.ndarray  # (V,) class per row
     w: np.ndarray  # (V,) row importance (mean 1)
-    y: np.ndarray  # (V, D) coefficients
     basis: np.ndarray  # (D, D) float
     means: np.ndarray  # (C, D)
     W: np.ndarray  # (C, D)
     sig: np.ndarray  # (C, D)
+    whiten: np.ndarray | None  # (D, D) M^{1/2}; None for the identity metric (no product)
+    rotation: np.ndarray  # (D, D) principal axes, largest first
+    chunk_rows: int  # rows per chunk of every pass
+
+    def whitened(self, x: np.ndarray, rows: slice) -> np.ndarray:
+        """(n, D) float64: rows `rows` of x, centred by their class mean and whitened."""
+        cid = self.cid[rows]
+        z = x[rows].astype(np.float64)
+        z -= self.means[cid]
+        return z if self.whiten is None else z @ self.whiten
+
+    def coefficients(self, x: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """(n, D) float64 coefficients y of rows `rows` of the table x (the rows of the
+        whole-table product: BLAS computes each output row alone)."""
+        return self.whitened(x, rows) @ self.rotation
 
 
-def class_transform(x: np.ndarray, weights, m: np.ndarray, class_scale=None) -> ClassTransform:
+def class_transform(
+    x: np.ndarray, weights, m: np.ndarray, class_scale=None, chunk_rows: int | None = None
+) -> ClassTransform:
     """Classes by importance, per-class centring, whitening by M^{1/2}, principal axes of the
-    class-balanced covariance (x: (V, D) float64, weights: (V,) or None, m: (D, D) PSD)."""
+    class-balanced covariance (x: (V, D) float, read chunk by chunk in float64; weights: (V,)
+    or None; m: (D, D) PSD; chunk_rows: see `chunk_rows_for`)."""
     V, D = x.shape
+    rows_per = chunk_rows_for(D, chunk_rows)
+    chunks = row_chunks(V, rows_per)
     # 1. classes and row weights (the floor class gets the weight of a token seen once/2)
     cid = assign_classes(weights, V)
     C = int(cid.max()) + 1
+    n_c = np.bincount(cid, minlength=C)
     w = row_importance(weights, V)
     if class_scale is not None:
         cs = np.asarray(class_scale, dtype=np.float64).reshape(-1)
@@ -84,32 +153,35 @@ def class_transform(x: np.ndarray, weights, m: np.ndarray, class_scale=None) -> 
             raise ValueError(f"class_scale: expected {C} positive finite values")
         w = w * cs[cid]
 
-    # 2. transform
+    # 2. transform: means (pass 1), class-balanced covariance of the whitened rows (pass 2)
     msq, misq = _psd_sqrt(m)
-    means = np.stack([x[cid == c].mean(0) for c in range(C)])
-    # centred rows, written chunk by chunk: `x - means[cid]` would also hold means[cid], a
-    # (V, D) float64 array (the peak of a streaming export's fit); the values are the same
-    centred = np.empty_like(x)
-    for s in range(0, V, _CHUNK_ROWS):
-        np.subtract(
-            x[s : s + _CHUNK_ROWS], means[cid[s : s + _CHUNK_ROWS]], out=centred[s:][:_CHUNK_ROWS]
-        )
-    z = centred @ msq
-    del centred
+    identity = np.array_equal(msq, np.eye(D))  # then z = centred exactly: skip the product
+    sums = RowSums(C, D)
+    for s in chunks:
+        xs = x[s].astype(np.float64)
+        for c in np.unique(cid[s]):
+            sums.add(c, xs[cid[s] == c])
+    means = sums.result() / np.maximum(n_c, 1)[:, None]
+    t = ClassTransform(cid, w, None, means, None, None, None if identity else msq, None, rows_per)
     cov = np.zeros((D, D))
-    for c in range(C):
-        zc = z[cid == c]
-        cov += zc.T @ zc / max(len(zc), 1)  # class-balanced
+    for s in chunks:
+        z = t.whitened(x, s)
+        for c in np.unique(cid[s]):
+            zc = z[cid[s] == c]
+            cov += zc.T @ zc / max(int(n_c[c]), 1)  # class-balanced
     lam, u = np.linalg.eigh((cov + cov.T) / 2)
-    u = u[:, ::-1]
-    y = z @ u  # (V, D) coefficients
-    basis_f = u.T @ misq  # (D, D): x = mean + y @ basis_f
+    t.rotation = u[:, ::-1]
+    t.basis = t.rotation.T @ misq  # (D, D): x = mean + y @ basis
 
-    # per (class, axis) weighted energies and scales
-    W = np.zeros((C, D))
-    sig = np.zeros((C, D))
-    for c in range(C):
-        sel = cid == c
-        W[c] = (w[sel, None] * y[sel] ** 2).sum(0)
-        sig[c] = np.sqrt((y[sel] ** 2).mean(0))
-    return ClassTransform(cid, w, y, basis_f, means, W, sig)
+    # per (class, axis) weighted energies and scales (pass 3)
+    energy, square = RowSums(C, D), RowSums(C, D)
+    for s in chunks:
+        y = t.coefficients(x, s)
+        for c in np.unique(cid[s]):
+            sel = cid[s] == c
+            y2 = y[sel] ** 2
+            energy.add(c, w[s][sel, None] * y2)
+            square.add(c, y2)
+    t.W = energy.result()
+    t.sig = np.sqrt(square.result() / np.maximum(n_c, 1)[:, None])
+    return t

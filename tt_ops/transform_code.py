@@ -47,6 +47,7 @@ from tensorgpt.tt_ops.bit_packing import pack_bits, unpack_bits
 FORMAT = "tensorgpt-tc"
 FORMAT_VERSION = "2"  # 2: optional logit_bias (1 is read too)
 READABLE_VERSIONS = ("1", "2")
+DECODE_CHUNK_ROWS = 8192
 
 
 @dataclasses.dataclass
@@ -120,20 +121,29 @@ class TransformCodedTable:
         return y
 
     def decode(self, rows=None) -> np.ndarray:
-        """Decoded table (V, D) float32, or only `rows` (array of row indices)."""
+        """Decoded table (V, D) float32, or only `rows` (array of row indices).
+
+        Built in chunks of rows (the same values as one whole-table product: BLAS computes
+        each output row alone), so the peak is the coefficients and the output, not also a
+        (V, D) product and a (V, D) gathered copy of the means."""
         y = self.coefficients()
         cid = self.class_ids.astype(np.int64)
+        gain = None if self.row_gain is None else self.row_gain.astype(np.float32)
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
             if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.vocab_size)):
                 raise ValueError(f"rows: expected 1-D indices in [0, {self.vocab_size})")
             y, cid = y[rows], cid[rows]
+            gain = None if gain is None else gain[rows]
         basis = self.basis.astype(np.float32)
-        x = y @ basis
-        if self.row_gain is not None:
-            g = self.row_gain.astype(np.float32)
-            x *= (g if rows is None else g[rows])[:, None]
-        x += self.means.astype(np.float32)[cid]
+        means = self.means.astype(np.float32)
+        x = np.empty((len(y), self.dim), dtype=np.float32)
+        for s in range(0, len(y), DECODE_CHUNK_ROWS):
+            part = x[s : s + DECODE_CHUNK_ROWS]
+            np.matmul(y[s : s + DECODE_CHUNK_ROWS], basis, out=part)
+            if gain is not None:
+                part *= gain[s : s + DECODE_CHUNK_ROWS, None]
+            part += means[cid[s : s + DECODE_CHUNK_ROWS]]
         return x
 
     def arrays(self) -> dict:

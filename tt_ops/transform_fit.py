@@ -10,9 +10,11 @@ import numpy as np
 
 from tensorgpt.tt_ops.bit_allocation import MAX_BITS, allocate_bits
 from tensorgpt.tt_ops.bit_packing import PLANES, pack_bits
-from tensorgpt.tt_ops.class_transform import class_transform
+from tensorgpt.tt_ops.class_transform import class_transform, row_chunks
 from tensorgpt.tt_ops.row_codecs import int8_rows
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
+
+SAMPLE = 400_000  # values a group's codebook is fitted on, at most (a seeded draw)
 
 
 def _lloyd(u: np.ndarray, w: np.ndarray, bits: int, iters: int = 25) -> np.ndarray:
@@ -49,6 +51,7 @@ def fit_transform_code(
     max_bits: int = MAX_BITS,
     class_scale=None,
     head_mean=None,
+    chunk_rows: int | None = None,
 ) -> TransformCodedTable:
     """Encode a (V, D) table in about `bits_per_weight * V * D / 8` bytes (or `byte_budget`).
 
@@ -65,6 +68,9 @@ def fit_transform_code(
         table tied to the head: the code then also stores logit_bias (V,) fp16, b_v =
         head_mean . (x_v - decoded x_v), the part of each token's logit error common to every
         position (transform_code.py); its 2 bytes per row come out of the budget.
+    chunk_rows: rows per chunk of the passes over the table (default: 64 MiB of float64
+        rows, class_transform.py); the table is never copied whole, and any value gives the
+        same code byte for byte.
     The total (codes + codebooks + scales + basis + means + class ids + gains + logit bias)
     never exceeds the budget.
     """
@@ -85,9 +91,9 @@ def fit_transform_code(
         raise ValueError(f"floor_bits: must be >= 0, got {floor_bits}")
     rng = np.random.default_rng(seed)
 
-    # 1.-2. classes, row weights, transform
-    t = class_transform(x, weights, m, class_scale)
-    cid, w, y, basis_f, means, W, sig = t.cid, t.w, t.y, t.basis, t.means, t.W, t.sig
+    # 1.-2. classes, row weights, transform (in chunks of rows: class_transform.py)
+    t = class_transform(x, weights, m, class_scale, chunk_rows)
+    cid, sig = t.cid, t.sig
     C = int(cid.max()) + 1
     n_c = np.bincount(cid, minlength=C)
 
@@ -101,7 +107,7 @@ def fit_transform_code(
     if mu is not None:
         fixed += 2 * V  # logit_bias
     bits, avail = allocate_bits(
-        W,
+        t.W,
         n_c,
         budget_bits=8 * (budget - fixed),
         floor_bits=floor_bits,
@@ -117,7 +123,7 @@ def fit_transform_code(
     # 4. basis (kept axes only), quantized
     used = np.flatnonzero((bits > 0).any(0))
     K = len(used)
-    bk = basis_f[used]
+    bk = t.basis[used]
     if basis_bits == 8:
         basis_q, bscale = int8_rows(bk)
     else:
@@ -125,31 +131,30 @@ def fit_transform_code(
         basis_q = bk.astype(np.float16)
     col = {int(a): j for j, a in enumerate(used)}
 
-    # 5. codebooks + codes
-    groups = []
-    scale = np.zeros((C, K), dtype=np.float64)
+    # 5. codebooks + codes, one (class, bit width) group after the other
+    specs = []
     for c in range(C):
-        rows = np.flatnonzero(cid == c)
         for b in range(1, max_bits + 1):
             ax = np.flatnonzero(bits[c] == b)
-            if ax.size == 0:
-                continue
-            s = np.where(sig[c, ax] > 0, sig[c, ax], 1.0)
-            cb16, codes = _code_group(y[np.ix_(rows, ax)] / s, np.repeat(w[rows], len(ax)), b, rng)
-            planes, off = [], 0
-            for pw in PLANES[b]:
-                planes.append((pw, pack_bits((codes >> off) & ((1 << pw) - 1), pw)))
-                off += pw
-            kcols = np.array([col[int(a)] for a in ax], dtype=np.int16)
-            scale[c, kcols] = s * bscale[kcols]
-            groups.append(CodeGroup(c, b, kcols, cb16, planes))
+            if ax.size:
+                specs.append((c, b, ax, np.where(sig[c, ax] > 0, sig[c, ax], 1.0)))
+    groups = []
+    scale = np.zeros((C, K), dtype=np.float64)
+    for (c, b, ax, s), (cb16, codes) in zip(specs, _code_groups(x, t, specs, rng)):
+        planes, off = [], 0
+        for pw in PLANES[b]:
+            planes.append((pw, pack_bits((codes >> off) & ((1 << pw) - 1), pw)))
+            off += pw
+        kcols = np.array([col[int(a)] for a in ax], dtype=np.int16)
+        scale[c, kcols] = s * bscale[kcols]
+        groups.append(CodeGroup(c, b, kcols, cb16, planes))
     scale16 = scale.astype(np.float16)
 
     enc = TransformCodedTable(
         vocab_size=V,
         dim=D,
         class_ids=cid.astype(np.uint8),
-        means=means.astype(np.float16),
+        means=t.means.astype(np.float16),
         scale=scale16,
         basis=basis_q,
         groups=groups,
@@ -165,14 +170,15 @@ def fit_transform_code(
             "seed": seed,
         },
     )
-    if mu is not None:
-        enc.logit_bias = ((x - enc.decode()) @ mu).astype(np.float16)
+    if mu is not None:  # in memory only (the model ran for head_mean): whole-table products
+        enc.logit_bias = ((x.astype(np.float64) - enc.decode()) @ mu).astype(np.float16)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:
         # least-squares gain per row in the metric: g = <r, m r^> / <r^, m r^>
-        xr = enc.decode() - means.astype(np.float16).astype(np.float64)[cid]
-        xt = x - means.astype(np.float16).astype(np.float64)[cid]
+        means16 = t.means.astype(np.float16).astype(np.float64)
+        xr = enc.decode() - means16[cid]
+        xt = x.astype(np.float64) - means16[cid]
         mx = xr @ m
         num = (mx * xt).sum(1)
         den = (mx * xr).sum(1)
@@ -181,28 +187,73 @@ def fit_transform_code(
     return enc
 
 
-def _code_group(u_n: np.ndarray, wf: np.ndarray, bits: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Codebook (float16, 2**bits levels) and codes (uint8, shape of u_n) of one (class, bit
-    width) group: normalised coefficients u_n (rows, axes), their row weights wf (flat)."""
-    flat = u_n.reshape(-1)
-    if flat.size > 400_000:  # the codebook from a sample, the codes for every value
-        pick = rng.choice(flat.size, 400_000, replace=False)
-        cb = _lloyd(flat[pick], wf[pick], bits)
-    else:
-        cb = _lloyd(flat, wf, bits)
-    cb16 = cb.astype(np.float16)
-    cbf = cb16.astype(np.float64)
-    mids = (cbf[1:] + cbf[:-1]) / 2
-    return cb16, np.searchsorted(mids, u_n).astype(np.uint8)
+def _code_groups(x: np.ndarray, t, specs: list, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Codebook (float16, 2**bits levels) and codes (uint8 (n_c, m)) of every (class, bit
+    width) group of `specs` [(class, bits, axes (m,), scales (m,))], in two passes over the
+    table's rows (ClassTransform.coefficients per chunk; no (V, D) float array is held).
+
+    A group's values are its class's coefficients on its axes over the scales, flat in
+    (row, axis) order; its codebook is the weighted Lloyd fit on all of them or, past SAMPLE,
+    on SAMPLE of them drawn by `rng` (group after group, in `specs` order); its codes map
+    every value to the nearest level. Pass 1 gathers what the fits need, pass 2 the codes."""
+    rows_of = {c: np.flatnonzero(t.cid == c) for c in sorted({spec[0] for spec in specs})}
+    picks = []  # per group: None (every value), or (drawn flat indices, argsort, sorted)
+    for c, _, ax, _ in specs:
+        size = rows_of[c].size * ax.size
+        pick = rng.choice(size, SAMPLE, replace=False) if size > SAMPLE else None
+        order = None if pick is None else np.argsort(pick)
+        picks.append(None if pick is None else (pick, order, pick[order]))
+    samples = [
+        np.empty(rows_of[c].size * ax.size if p is None else SAMPLE)
+        for (c, _, ax, _), p in zip(specs, picks)
+    ]
+
+    def blocks():
+        """(group, index of its class's first row in this chunk, values (n, m)) per chunk."""
+        seen = dict.fromkeys(rows_of, 0)  # rows of each class before this chunk
+        for rows in row_chunks(len(t.cid), t.chunk_rows):
+            y = t.coefficients(x, rows)
+            local = {c: np.flatnonzero(t.cid[rows] == c) for c in rows_of}
+            for g, (c, _, ax, s) in enumerate(specs):
+                if local[c].size:
+                    yield g, seen[c], y[np.ix_(local[c], ax)] / s
+            for c in rows_of:
+                seen[c] += local[c].size
+
+    for g, first, u in blocks():  # pass 1: the values each codebook is fitted on
+        m = u.shape[1]
+        lo, hi = first * m, (first + u.shape[0]) * m
+        if picks[g] is None:
+            samples[g][lo:hi] = u.reshape(-1)
+        else:
+            _, order, ascending = picks[g]
+            i, j = np.searchsorted(ascending, [lo, hi])
+            samples[g][order[i:j]] = u.reshape(-1)[ascending[i:j] - lo]
+    books, mids = [], []
+    for (c, b, ax, _), p, values in zip(specs, picks, samples):
+        row_w = t.w[rows_of[c]]
+        flat_w = np.repeat(row_w, ax.size) if p is None else row_w[p[0] // ax.size]
+        cb16 = _lloyd(values, flat_w, b).astype(np.float16)
+        cbf = cb16.astype(np.float64)
+        books.append(cb16)
+        mids.append((cbf[1:] + cbf[:-1]) / 2)
+    del samples
+    codes = [np.empty((rows_of[c].size, ax.size), np.uint8) for c, _, ax, _ in specs]
+    for g, first, u in blocks():  # pass 2: every value's code
+        codes[g][first : first + u.shape[0]] = np.searchsorted(mids[g], u)
+    return list(zip(books, codes))
 
 
 def _check_table(table) -> np.ndarray:
     x = np.asarray(table)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
         raise ValueError(f"table: expected a 2-D (V, D) array, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+    finite = np.issubdtype(x.dtype, np.floating) and all(
+        np.isfinite(x[rows]).all() for rows in row_chunks(x.shape[0], 8192)
+    )
+    if not finite:
         raise ValueError("table: expected finite floating-point values")
-    return x.astype(np.float64)
+    return x  # read in float64 chunk by chunk (class_transform.py), never copied whole
 
 
 def _budget(V: int, D: int, bits_per_weight, byte_budget) -> int:

@@ -182,3 +182,38 @@ def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
     for key, tensor in stored.items():
         read = tensors.read(key)
         assert read.dtype == np.float32 and np.array_equal(read, tensor.float().numpy())
+
+
+@SLOW
+def test_an_export_killed_mid_way_restarts_cleanly(tiny_llama, tmp_path):
+    """SIGKILL (no cleanup code runs) once the export has begun writing model.onnx.data:
+    OUT_DIR is not created, and the next export into it removes the killed one's staging
+    folder, then writes a complete, verified folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tensorgpt", "export", str(tiny_llama), str(out), "--stream"]
+    proc = subprocess.Popen(cmd + ["--quantize", "q4"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    staged = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        staged = [d for d in tmp_path.glob(".out.tmp-*") if (d / "model.onnx.data").is_file()]
+        if staged:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, "the export finished before it could be killed"
+    assert not out.exists() and staged[0].is_dir()  # half-written, and only in the staging
+
+    lines: list[str] = []
+    exporter.export_model(
+        str(tiny_llama), out, CompressionSpec(), quantize="q4", log=lines.append, stream=True
+    )
+    assert any("removed .out.tmp-" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verification"]["passed"]

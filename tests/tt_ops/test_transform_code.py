@@ -165,3 +165,22 @@ def test_bad_input_raises_value_error(table, kwargs, name):
 def test_bad_table_raises(bad):
     with pytest.raises(ValueError, match="table"):
         fit_transform_code(bad, bits_per_weight=1)
+
+
+@pytest.mark.parametrize("sample", [None, 3000])  # 3000: codebooks fitted on drawn values
+def test_fit_in_chunks_of_rows_is_the_whole_table_fit(table, counts, monkeypatch, sample):
+    """Issue 17: the fit reads the table in chunks of rows; any chunking gives the same code,
+    byte for byte, as one chunk of all rows (the arithmetic of the fit that held the whole
+    table: checked against it on GPT-2-small and SmolLM2 tables, docs/results.md)."""
+    import tensorgpt.tt_ops.transform_fit as fit
+
+    if sample:
+        monkeypatch.setattr(fit, "SAMPLE", sample)
+    rng = np.random.default_rng(5)
+    metric = rng.standard_normal((D, D))
+    kwargs = dict(bits_per_weight=2.5, token_counts=counts, sensitivity=metric @ metric.T / D)
+    whole = fit_transform_code(table, chunk_rows=V, **kwargs).arrays()
+    for rows in (97, 512):  # chunks that split classes and bytes of the packed planes unevenly
+        chunked = fit_transform_code(table, chunk_rows=rows, **kwargs).arrays()
+        assert chunked.keys() == whole.keys()
+        assert all(np.array_equal(chunked[k], whole[k]) for k in whole), rows
