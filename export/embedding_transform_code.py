@@ -25,7 +25,8 @@ wherever it can:
 5. one MatMul with [basis; means] (K + C, D) gives the (V, D) table, means included.
 
 A code fitted with a head mean also carries `logit_bias` (V,) fp16, which the tied head adds
-to its logits (export/assemble.py apply_logit_fix).
+to its logits, and one fitted with head states `logit_scale` (V,) fp16, which multiplies them
+first (export/assemble.py apply_logit_fix).
 
 Per coefficient that is a few uint8 passes, one int32 index, one float coefficient and the
 table itself, instead of int64 codes, float copies and a (rows, D) MatMul and Add per group.
@@ -101,7 +102,8 @@ class TransformCodedEmbedding(EmbeddingGraph):
         )
 
     def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        return None, self.code.logit_bias  # the tied head's bias (tt_ops/transform_code.py)
+        # the tied head's per-row gain and bias (tt_ops/transform_code.py, head_gain.py)
+        return self.code.logit_scale, self.code.logit_bias
 
     def _build(self, b: GraphBuilder) -> str:
         codes, class_ids = self._codes(b)

@@ -11,6 +11,7 @@ import numpy as np
 from tensorgpt.tt_ops.bit_allocation import MAX_BITS, allocate_bits
 from tensorgpt.tt_ops.bit_packing import PLANES, pack_bits
 from tensorgpt.tt_ops.class_transform import class_transform
+from tensorgpt.tt_ops.head_gain import head_logit_gain
 from tensorgpt.tt_ops.row_codecs import int8_rows
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
 
@@ -49,6 +50,8 @@ def fit_transform_code(
     max_bits: int = MAX_BITS,
     class_scale=None,
     head_mean=None,
+    head_states=None,
+    head_logits: tuple[float, float | None] = (1.0, None),
 ) -> TransformCodedTable:
     """Encode a (V, D) table in about `bits_per_weight * V * D / 8` bytes (or `byte_budget`).
 
@@ -100,6 +103,8 @@ def fit_transform_code(
         fixed += 2 * V
     if mu is not None:
         fixed += 2 * V  # logit_bias
+    if head_states is not None:
+        fixed += 2 * V  # logit_scale
     bits, avail = allocate_bits(
         W,
         n_c,
@@ -165,8 +170,16 @@ def fit_transform_code(
             "seed": seed,
         },
     )
+    gain = 1.0
+    if head_states is not None:
+        dec = enc.decode()
+        multiplier, softcap = head_logits
+        enc.logit_scale = head_logit_gain(
+            x, dec, head_states, logit_multiplier=multiplier, softcap=softcap
+        ).astype(np.float16)
+        gain = enc.logit_scale.astype(np.float64)
     if mu is not None:
-        enc.logit_bias = ((x - enc.decode()) @ mu).astype(np.float16)
+        enc.logit_bias = (x @ mu - gain * (enc.decode() @ mu)).astype(np.float16)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:
