@@ -262,11 +262,12 @@ def main(argv=None) -> int:
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument(
         "--head-fix",
-        default="gain",
-        choices=["gain", "bias", "none"],
-        help="--weights rule: the tied head's logit correction: gain (what the export "
-        "writes: per-row gain fitted on the generated calibration's head inputs, "
-        "tt_ops/head_gain.py), bias (the uniform E[h] . e_v it replaced), none",
+        default="bias",
+        choices=["bias", "gain", "none"],
+        help="--weights rule: the tied head's logit correction: bias (what the export "
+        "writes: the uniform E[h] . e_v per row), gain (a per-row gain fitted where each "
+        "token competes as an output on the generated calibration, tt_ops/head_gain.py; "
+        "measured, not exported: it breaks at 24x), none",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
@@ -299,7 +300,7 @@ def main(argv=None) -> int:
     else:
         w, sens, mu = calibration(args, model, tok, V)
         states = None
-        if args.weights == "rule" and args.head_fix == "gain":  # as export/methods/tc.py
+        if args.weights == "rule" and args.head_fix == "gain":
             if args.gen != "gen":
                 raise SystemExit("--head-fix gain: only with --gen gen (the export's samples)")
             from tensorgpt.export.calibration import default_cache_dir, model_fingerprint
