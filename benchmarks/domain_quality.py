@@ -95,18 +95,22 @@ class Evaluator:
                 out.append(h.numpy().astype(np.float16))
         return np.concatenate(out)
 
-    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray, bias=None, scale=None):
+    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray, fix=None):
         torch = self.torch
         w = torch.from_numpy(np.ascontiguousarray(head, np.float32))
+        bias, scale, anchor = fix or (None, None, None)
         b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
         a = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32))
+        if anchor is not None:
+            rows, index = (torch.from_numpy(v) for v in anchor)
         out = []
         with torch.no_grad():
             for i in range(0, len(x), 4):
                 hb = torch.from_numpy(h[i : i + 4, :-1].astype(np.float32))
                 logits = hb @ w.T
-                if a is not None:  # as the export: logits * scale + bias
-                    logits = logits * a
+                if a is not None:  # as the export: logits * a + (1 - a) * anchor + bias
+                    anchored = 0 if anchor is None else (hb @ rows.T)[..., index] * (1 - a)
+                    logits = logits * a + anchored
                 if b is not None:
                     logits = logits + b
                 tgt = torch.from_numpy(x[i : i + 4, 1:])
@@ -116,13 +120,14 @@ class Evaluator:
                 out.append(nll.view(tgt.shape).numpy())
         return np.concatenate(out)
 
-    def nll(self, in_table=None, head=None, bias=None, scale=None) -> dict[str, np.ndarray]:
-        """Per-token nll (windows, WINDOW - 1) per domain (logits * scale + bias)."""
+    def nll(self, in_table=None, head=None, fix=None) -> dict[str, np.ndarray]:
+        """Per-token nll (windows, WINDOW - 1) per domain; fix: the tied head's (bias, scale,
+        anchor) as export/assemble.py apply_logit_fix applies them, or None."""
         head = self.table if head is None else head
         res = {}
         for n, x in self.ids.items():
             h = self.hidden[n] if in_table is None else self._hidden(x, in_table)
-            res[n] = self._nll(h, x, head, bias, scale)
+            res[n] = self._nll(h, x, head, fix)
         return res
 
 
@@ -231,16 +236,16 @@ def baseline_table(codec: str, table: np.ndarray) -> tuple[np.ndarray, int]:
     return row_codecs.dequantize_int4_blocks(codes, scale), codes.nbytes + scale.nbytes
 
 
-def score(ev, dec, res: dict, args, base: dict, tag: str, bias=None, scale=None) -> dict:
-    """res + the perplexity change per domain in each mode (tied, head, input); bias, scale:
-    the tied head's logit correction (in the tied and head modes, as the export does)."""
+def score(ev, dec, res: dict, args, base: dict, tag: str, fix=None) -> dict:
+    """res + the perplexity change per domain in each mode (tied, head, input); fix: the tied
+    head's logit correction (bias, scale, anchor) in the tied and head modes, as the export."""
     modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
     if args.head_only:
         del modes["tied"]
     if args.split:
         modes["input"] = (dec, None)
     for mode, (i, h) in modes.items():
-        nll = ev.nll(i, h, *((bias, scale) if h is not None else (None, None)))
+        nll = ev.nll(i, h, fix if h is not None else None)
         np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
         p = ppl(nll)
         res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
@@ -262,12 +267,12 @@ def main(argv=None) -> int:
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument(
         "--head-fix",
-        default="bias",
-        choices=["bias", "gain", "none"],
-        help="--weights rule: the tied head's logit correction: bias (what the export "
-        "writes: the uniform E[h] . e_v per row), gain (a per-row gain fitted where each "
-        "token competes as an output on the generated calibration, tt_ops/head_gain.py; "
-        "measured, not exported: it breaks at 24x), none",
+        default="gain",
+        choices=["gain", "bias", "none"],
+        help="--weights rule: the tied head's logit correction: gain (what the export "
+        "writes: a per-row gain on each row's coded part, fitted where the token competes "
+        "as an output on the generated calibration, tt_ops/head_gain.py), bias (the uniform "
+        "E[h] . e_v per row it replaced), none",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
@@ -340,7 +345,11 @@ def main(argv=None) -> int:
         tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
         tag += "" if res["head_fix"] == "none" else f"_{res['head_fix']}"
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
-        rows.append(score(ev, dec, res, args, base, tag, enc.logit_bias, enc.logit_scale))
+        anchor = None
+        if enc.logit_scale is not None:  # as export/embedding_transform_code.py logit_anchor
+            anchor = (enc.means.astype(np.float32), enc.class_ids.astype(np.int64))
+        fix = (enc.logit_bias, enc.logit_scale, anchor)
+        rows.append(score(ev, dec, res, args, base, tag, fix))
     if args.json:
         print(
             json.dumps({"base": base, "calib": args.calib, "weights": args.weights, "rows": rows})

@@ -1,9 +1,12 @@
 """Per-row gain of a tied head's logits, fitted where each token competes as an output (issue 19).
 
 A coded table x^ replaces the tied head's rows x, so the logit of token v at a position with
-head input h moves from l = h . x_v to u = h . x^_v. One number per row, a_v, multiplies u:
+head input h moves from l = h . x_v to u = h . x^_v. One number per row, a_v, multiplies the
+part of u that the code carries beyond a fixed anchor row m_v (the row's class mean, which
+every row of a class shares; zero: the whole logit):
 
-    a_v = argmin_a  sum_t p_tv (a u_tv - l_tv)^2  =  sum_t p_tv u_tv l_tv / sum_t p_tv u_tv^2
+    logit_v = h . m_v + a_v h . (x^_v - m_v)
+    a_v = argmin_a sum_t p_tv (a r_tv - (l_tv - h_t . m_v))^2,   r_tv = h_t . (x^_v - m_v)
 
 over calibration positions t, with p_tv the original model's predicted probability of v there:
 the output-side Gauss-Newton weight of logit v (the cross-entropy's curvature in that logit),
@@ -25,6 +28,7 @@ def head_logit_gain(
     decoded,
     head_states,
     *,
+    anchor=None,
     logit_multiplier: float = 1.0,
     softcap: float | None = None,
     chunk: int = 256,
@@ -34,6 +38,9 @@ def head_logit_gain(
     table, decoded: (V, D) original and coded rows of the tied head.
     head_states: (T, D) the head's inputs h_t at T calibration positions (text the model
         generated, or a calibration text; never an evaluation text).
+    anchor: optional (V, D) rows m_v the gain leaves alone (the class means of a transform
+        code: with the whole logit scaled, a low-rate row that decodes to about its class
+        mean scales the class's common logit on text of another domain, which broke 24x).
     logit_multiplier, softcap: what the model does to h . x before the softmax (a logit
         scale or 1 / divisor, then softcap * tanh(. / softcap)), so p_tv is the model's own
         distribution; the gain itself multiplies the raw product h . x^ (before them).
@@ -53,6 +60,11 @@ def head_logit_gain(
         raise ValueError(f"softcap: must be > 0, got {softcap}")
     if chunk < 1:
         raise ValueError(f"chunk: must be >= 1, got {chunk}")
+    m = None
+    if anchor is not None:
+        m = np.asarray(anchor, dtype=np.float32)
+        if m.shape != x.shape or not np.isfinite(m).all():
+            raise ValueError(f"anchor: expected finite rows of shape {x.shape}, got {m.shape}")
     num = np.zeros(x.shape[0])
     den = np.zeros(x.shape[0])
     for s in range(0, h.shape[0], chunk):
@@ -65,6 +77,10 @@ def head_logit_gain(
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
         lu = hb @ xd.T  # (t, V) decoded raw logits
+        if m is not None:  # both relative to the anchor's logit
+            lm = hb @ m.T
+            lu -= lm
+            lt -= lm
         pu = p * lu
         num += (pu * lt).sum(0, dtype=np.float64)
         den += (pu * lu).sum(0, dtype=np.float64)

@@ -83,7 +83,9 @@ class TransformCodedTable:
     groups: list  # [CodeGroup]
     row_gain: np.ndarray | None = None  # float16 (V,) or None
     logit_bias: np.ndarray | None = None  # float16 (V,): added to the tied head's logits
-    logit_scale: np.ndarray | None = None  # float16 (V,): multiplies them first (head_gain.py)
+    # float16 (V,): the tied head's logit of v becomes a_v * (h . x^_v) + (1 - a_v) * (h .
+    # means[class of v]) before the bias: a gain on the coded part of the row (head_gain.py)
+    logit_scale: np.ndarray | None = None
     meta: dict = dataclasses.field(default_factory=dict)
 
     @property

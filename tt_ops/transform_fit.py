@@ -68,6 +68,13 @@ def fit_transform_code(
         table tied to the head: the code then also stores logit_bias (V,) fp16, b_v =
         head_mean . (x_v - decoded x_v), the part of each token's logit error common to every
         position (transform_code.py); its 2 bytes per row come out of the budget.
+    head_states: optional (T, D) inputs of the tied head at calibration positions: the code then
+        also stores logit_scale (V,) fp16, the gain a_v of each row's coded part (beyond its
+        class mean) in the head's logits, fitted where the token competes as an output
+        (tt_ops/head_gain.py); with head_mean the bias is taken after it. 2 bytes per row, in
+        the budget.
+    head_logits: (multiplier, softcap) the model applies to the head's product before its
+        softmax (head_gain.py), for head_states' probability weights.
     The total (codes + codebooks + scales + basis + means + class ids + gains + logit bias)
     never exceeds the budget.
     """
@@ -170,16 +177,16 @@ def fit_transform_code(
             "seed": seed,
         },
     )
-    gain = 1.0
+    head = enc.decode().astype(np.float64)  # the tied head's rows as the graph computes them
     if head_states is not None:
-        dec = enc.decode()
+        anchor = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
         multiplier, softcap = head_logits
         enc.logit_scale = head_logit_gain(
-            x, dec, head_states, logit_multiplier=multiplier, softcap=softcap
+            x, head, head_states, anchor=anchor, logit_multiplier=multiplier, softcap=softcap
         ).astype(np.float16)
-        gain = enc.logit_scale.astype(np.float64)
+        head = anchor + enc.logit_scale.astype(np.float64)[:, None] * (head - anchor)
     if mu is not None:
-        enc.logit_bias = (x @ mu - gain * (enc.decode() @ mu)).astype(np.float16)
+        enc.logit_bias = ((x - head) @ mu).astype(np.float16)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:

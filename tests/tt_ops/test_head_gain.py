@@ -34,6 +34,17 @@ def test_the_gain_is_the_probability_weighted_least_squares_fit():
     assert (err(a) <= err(a * 1.01) + 1e-9).all() and (err(a) <= err(a * 0.99) + 1e-9).all()
 
 
+def test_an_anchor_is_left_alone_and_only_the_rest_is_scaled():
+    """x^ = m + (x - m) / s: the part beyond the anchor m is shrunk by s, so a_v = s_v exactly,
+    where the whole-logit gain (no anchor) is not s_v."""
+    x, h = _setup(5)
+    m = np.random.default_rng(6).standard_normal(x.shape)
+    s = np.linspace(0.6, 1.8, len(x))
+    xd = m + (x - m) / s[:, None]
+    np.testing.assert_allclose(head_logit_gain(x, xd, h, anchor=m), s, rtol=1e-3)
+    assert not np.allclose(head_logit_gain(x, xd, h), s, rtol=1e-2)
+
+
 def test_rows_without_signal_keep_gain_one_and_quirks_change_the_weights():
     x, h = _setup(3)
     xd = x.copy()
@@ -52,6 +63,7 @@ def test_rows_without_signal_keep_gain_one_and_quirks_change_the_weights():
         ({"logit_multiplier": 0.0}, "logit_multiplier"),
         ({"softcap": -1.0}, "softcap"),
         ({"chunk": 0}, "chunk"),
+        ({"anchor": np.zeros((3, 8))}, "anchor"),
     ],
 )
 def test_bad_input_raises_value_error(kwargs, name):

@@ -138,9 +138,10 @@ def test_logit_bias_removes_the_common_part_of_the_head_error(table, counts, tmp
 
 
 def test_logit_scale_fits_the_head_where_tokens_compete(table, counts, tmp_path):
-    """head_states: logit_scale a_v (tt_ops/head_gain.py) inside the budget; it lowers the
-    probability-weighted logit error sum_t p_tv (a_v h_t . x^_v - h_t . x_v)^2 of the decoded
-    head; with head_mean too, the bias is taken after the gain; both survive save/load."""
+    """head_states: logit_scale a_v (tt_ops/head_gain.py) on the coded part of each row, inside
+    the budget; it lowers the probability-weighted logit error sum_t p_tv (h_t . m_v + a_v h_t .
+    (x^_v - m_v) - h_t . x_v)^2 (m_v: the row's class mean); with head_mean the bias is taken
+    after it; both survive save/load."""
     rng = np.random.default_rng(4)
     mu = rng.standard_normal(D)
     h = mu + rng.standard_normal((300, D))
@@ -152,16 +153,17 @@ def test_logit_scale_fits_the_head_where_tokens_compete(table, counts, tmp_path)
     lt = h @ table.astype(np.float64).T
     p = np.exp(lt - lt.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    lu = h @ enc.decode().astype(np.float64).T
+    m = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
+    lm, lu = h @ m.T, h @ enc.decode().astype(np.float64).T
     a = enc.logit_scale.astype(np.float64)
-    assert (p * (a * lu - lt) ** 2).sum() < (p * (lu - lt) ** 2).sum()
+    assert (p * (lm + a * (lu - lm) - lt) ** 2).sum() < (p * (lu - lt) ** 2).sum()
     both = fit_transform_code(
         table, byte_budget=budget, token_counts=counts, head_states=h, head_mean=mu
     )
     assert both.nbytes() <= budget
-    dec = both.decode().astype(np.float64)
-    b = table.astype(np.float64) @ mu - both.logit_scale.astype(np.float64) * (dec @ mu)
-    np.testing.assert_allclose(both.logit_bias, b, rtol=2e-3, atol=2e-3)
+    m = both.means.astype(np.float64)[both.class_ids.astype(np.int64)]
+    head = m + both.logit_scale.astype(np.float64)[:, None] * (both.decode() - m)
+    np.testing.assert_allclose(both.logit_bias, (table - head) @ mu, rtol=2e-3, atol=2e-3)
     both.save(tmp_path / "s.safetensors")
     back = load_transform_code(tmp_path / "s.safetensors")
     np.testing.assert_array_equal(back.logit_scale, both.logit_scale)
