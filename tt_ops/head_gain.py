@@ -15,7 +15,8 @@ a wrong logit changes the loss. A plain mean over positions (the uniform logit b
 transform_fit.py head_mean) weights every position alike and removes much less (measured in
 docs/quality_notes.md, "Head bias").
 
-The statistics are sums over positions, chunked so that at most `chunk` x V logits are held.
+The statistics are sums over positions, chunked so that at most `chunk` x V logits are held
+(fewer for a large vocabulary: about 2**24 values per array, 64 MB in float32).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def head_logit_gain(
             raise ValueError(f"anchor: expected finite rows of shape {x.shape}, got {m.shape}")
     num = np.zeros(x.shape[0])
     den = np.zeros(x.shape[0])
+    chunk = max(1, min(chunk, (1 << 24) // x.shape[0]))
     for s in range(0, h.shape[0], chunk):
         hb = h[s : s + chunk]
         lt = hb @ x.T  # (t, V) original raw logits
