@@ -20,8 +20,9 @@ from tensorgpt.export.methods.base import EmbeddingMethod, Option
 #   (14.5x smaller; docs/results.md);
 # - without (any domain): the budget whose worst domain of four (wikitext-2 test, Python
 #   source, licenses, fortunes; none used for calibration) stayed within about 1% (6x smaller,
-#   +1.25% worst tied before the logit bias, +0.80% decoded head only with it;
-#   `python benchmarks/domain_quality.py --calib none --weights rule --bits 5.33`).
+#   +0.97% worst end to end with the uniform logit bias, +0.46% decoded head only with the
+#   per-row logit gain that replaced it; `python benchmarks/domain_quality.py --calib none
+#   --weights rule --bits 5.33 --head-only`).
 #   Below it the loss is no longer domain-specific: every domain loses about as much.
 DEFAULT_BITS = 2.2
 DEFAULT_BITS_ANY_DOMAIN = 5.33
@@ -126,7 +127,8 @@ class TransformCode(EmbeddingMethod):
                 # the tied head's per-row gain on each row's coded part, fitted where the
                 # token competes as an output on the model's own samples (tt_ops/head_gain.py);
                 # it replaces the uniform bias E[h] . e_v at the same 2 bytes per row: better
-                # on every domain at 6x, 12x and 24x (docs/quality_notes.md, "Beyond scalar")
+                # on every domain at 6x, 12x and 24x (docs/quality_notes.md, "Beyond scalar
+                # codes")
                 states = generated_head_states(adapter, tokenizer, fingerprint)
         bits = spec.bits_per_weight or (
             DEFAULT_BITS if text is not None else DEFAULT_BITS_ANY_DOMAIN
