@@ -95,15 +95,24 @@ class Evaluator:
                 out.append(h.numpy().astype(np.float16))
         return np.concatenate(out)
 
-    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray, bias=None) -> np.ndarray:
+    def _nll(self, h: np.ndarray, x: np.ndarray, head: np.ndarray, fix=None):
         torch = self.torch
         w = torch.from_numpy(np.ascontiguousarray(head, np.float32))
+        bias, scale, anchor = fix or (None, None, None)
         b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
+        a = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32))
+        if anchor is not None:
+            rows, index = (torch.from_numpy(v) for v in anchor)
         out = []
         with torch.no_grad():
             for i in range(0, len(x), 4):
                 hb = torch.from_numpy(h[i : i + 4, :-1].astype(np.float32))
-                logits = hb @ w.T if b is None else hb @ w.T + b
+                logits = hb @ w.T
+                if a is not None:  # as the export: logits * a + (1 - a) * anchor + bias
+                    anchored = 0 if anchor is None else (hb @ rows.T)[..., index] * (1 - a)
+                    logits = logits * a + anchored
+                if b is not None:
+                    logits = logits + b
                 tgt = torch.from_numpy(x[i : i + 4, 1:])
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none"
@@ -111,13 +120,14 @@ class Evaluator:
                 out.append(nll.view(tgt.shape).numpy())
         return np.concatenate(out)
 
-    def nll(self, in_table=None, head=None, bias=None) -> dict[str, np.ndarray]:
-        """Per-token nll (windows, WINDOW - 1) per domain (bias: added to the logits)."""
+    def nll(self, in_table=None, head=None, fix=None) -> dict[str, np.ndarray]:
+        """Per-token nll (windows, WINDOW - 1) per domain; fix: the tied head's (bias, scale,
+        anchor) as export/assemble.py apply_logit_fix applies them, or None."""
         head = self.table if head is None else head
         res = {}
         for n, x in self.ids.items():
             h = self.hidden[n] if in_table is None else self._hidden(x, in_table)
-            res[n] = self._nll(h, x, head, bias)
+            res[n] = self._nll(h, x, head, fix)
         return res
 
 
@@ -195,8 +205,8 @@ def row_weights(kind: str, st: dict, V: int) -> np.ndarray | None:
 
 def calibration(args, model, tok, V: int):
     """(row importance, metric, head mean) of --weights / --calib / --gen; the head mean (for
-    the tied head's logit bias) as export/methods/tc.py takes it (generated text mixed with a
-    user text by the same shares), None for the other --weights."""
+    the tied head's uniform logit bias, --head-fix bias) as export/methods/tc.py took it
+    (generated text mixed with a user text by the same shares), None for the other --weights."""
     if args.weights == "rule":  # tt_ops/row_prior.py: model mass + tokenizer prior (+ user)
         from tensorgpt.tt_ops.row_prior import row_importance
 
@@ -226,16 +236,16 @@ def baseline_table(codec: str, table: np.ndarray) -> tuple[np.ndarray, int]:
     return row_codecs.dequantize_int4_blocks(codes, scale), codes.nbytes + scale.nbytes
 
 
-def score(ev, dec, res: dict, args, base: dict, tag: str, bias=None) -> dict:
-    """res + the perplexity change per domain in each mode (tied, head, input); bias: the
-    tied head's logit bias (added in the tied and head modes, as the export does)."""
+def score(ev, dec, res: dict, args, base: dict, tag: str, fix=None) -> dict:
+    """res + the perplexity change per domain in each mode (tied, head, input); fix: the tied
+    head's logit correction (bias, scale, anchor) in the tied and head modes, as the export."""
     modes = {"tied": (dec, dec), "head": (None, dec)}  # head only is cheap
     if args.head_only:
         del modes["tied"]
     if args.split:
         modes["input"] = (dec, None)
     for mode, (i, h) in modes.items():
-        nll = ev.nll(i, h, bias if h is not None else None)
+        nll = ev.nll(i, h, fix if h is not None else None)
         np.savez(os.path.join(args.cache_dir, f"nll_{tag}_{mode}.npz"), **nll)
         p = ppl(nll)
         res[mode] = {k: round(100 * (p[k] / base[k] - 1), 2) for k in p}
@@ -256,9 +266,13 @@ def main(argv=None) -> int:
     ap.add_argument("--gen", default="gen", help="generated calibration for --weights rule")
     ap.add_argument("--split", action="store_true", help="also input-only and head-only")
     ap.add_argument(
-        "--no-head-bias",
-        action="store_true",
-        help="--weights rule: without the tied head's logit bias (the export adds it)",
+        "--head-fix",
+        default="gain",
+        choices=["gain", "bias", "none"],
+        help="--weights rule: the tied head's logit correction: gain (what the export "
+        "writes: a per-row gain on each row's coded part, fitted where the token competes "
+        "as an output on the generated calibration, tt_ops/head_gain.py), bias (the uniform "
+        "E[h] . e_v per row it replaced), none",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="first N windows per domain")
@@ -290,12 +304,33 @@ def main(argv=None) -> int:
         rows.append(score(ev, dec, res, args, base, args.codec))
     else:
         w, sens, mu = calibration(args, model, tok, V)
-        mu = None if args.no_head_bias else mu
+        states = None
+        if args.weights == "rule" and args.head_fix == "gain":
+            if args.gen != "gen":
+                raise SystemExit("--head-fix gain: only with --gen gen (the export's samples)")
+            from tensorgpt.export.calibration import default_cache_dir, model_fingerprint
+            from tensorgpt.export.generated_calibration import generated_head_states
+
+            adapter = adapter_for(model)
+            states = generated_head_states(
+                adapter,
+                tok,
+                GenerationConfig(),
+                model_fingerprint(adapter, tok),
+                default_cache_dir(),
+            )
+        mu = mu if args.head_fix == "bias" else None
     for b, floor in [(b, f) for b in args.bits for f in args.floor] * (args.codec == "tc"):
         t = time.time()
         kw = {} if floor is None else {"floor_bits": floor}
         enc = fit_transform_code(
-            ev.table, bits_per_weight=b, token_counts=w, sensitivity=sens, head_mean=mu, **kw
+            ev.table,
+            bits_per_weight=b,
+            token_counts=w,
+            sensitivity=sens,
+            head_mean=mu,
+            head_states=states,
+            **kw,
         )
         dec = enc.decode()
         res = {
@@ -306,11 +341,15 @@ def main(argv=None) -> int:
             "class_sizes": enc.meta["class_sizes"],
             "class_bpw": [round(x, 2) for x in enc.meta["class_bits_per_weight"]],
         }
-        res["head_bias"] = enc.logit_bias is not None
+        res["head_fix"] = args.head_fix if args.weights == "rule" else "none"
         tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
-        tag += "_bias" if enc.logit_bias is not None else ""
+        tag += "" if res["head_fix"] == "none" else f"_{res['head_fix']}"
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)
-        rows.append(score(ev, dec, res, args, base, tag, enc.logit_bias))
+        anchor = None
+        if enc.logit_scale is not None:  # as export/embedding_transform_code.py logit_anchor
+            anchor = (enc.means.astype(np.float32), enc.class_ids.astype(np.int64))
+        fix = (enc.logit_bias, enc.logit_scale, anchor)
+        rows.append(score(ev, dec, res, args, base, tag, fix))
     if args.json:
         print(
             json.dumps({"base": base, "calib": args.calib, "weights": args.weights, "rows": rows})

@@ -57,7 +57,7 @@ def attach_embedding_and_head(
         gemm_inputs.append(head.const("bias", np.asarray(head_bias, dtype=np.float32)))
     logits = head.op("Gemm", gemm_inputs, transB=1)
     if untied_head is None:
-        logits = apply_logit_fix(embed, head, embedding, logits)
+        logits = apply_logit_fix(embed, head, embedding, logits, flat)
     logits = _head_quirks(head, logits, head_quirks)
     lead = head.op("Shape", ["hidden_states"], start=0, end=2)
     shape = head.op("Concat", [lead, head.ints("vocab", [vocab])], axis=0)
@@ -80,14 +80,21 @@ def attach_embedding_and_head(
     return body
 
 
-def apply_logit_fix(store: GraphBuilder, b: GraphBuilder, embedding, logits: str) -> str:
-    """logits * scale + bias when the tied table carries a correction (EmbeddingGraph.logit_fix):
+def apply_logit_fix(
+    store: GraphBuilder, b: GraphBuilder, embedding, logits: str, hidden: str
+) -> str:
+    """logits * scale + (1 - scale) * anchor logits + bias when the tied table carries a
+    correction (EmbeddingGraph.logit_fix, anchor_logits from `hidden`, the head's input):
     fp16 initializers in `store` (the embedding's builder, so their bytes count as the
     table's), Cast to fp32 (folded at load), Mul and Add in `b` after the head's product."""
     scale, bias = embedding.logit_fix()
     if scale is not None:
         factor = store.op("Cast", [store.const("logit_scale", scale.astype(np.float16))], to=1)
         logits = b.op("Mul", [logits, factor])
+        anchor = embedding.anchor_logits(store, b, hidden)
+        if anchor is not None:
+            rest = store.op("Sub", [store.const("one_f", np.float32(1.0)), factor])
+            logits = b.op("Add", [logits, b.op("Mul", [anchor, rest])])
     if bias is not None:
         shift = store.op("Cast", [store.const("logit_bias", bias.astype(np.float16))], to=1)
         logits = b.op("Add", [logits, shift])

@@ -4,6 +4,7 @@
     c_in    sum over positions of g g^T, g = d(loss)/d(input embedding)   (input side)
     c_h     sum over positions of h h^T, h = the LM head's input           (output side)
     h_sum   sum over positions of h (the tied head's logit bias, tt_ops/transform_code.py)
+    (and, apart, `head_states`: every h itself, for the tied head's per-row logit gain)
     q       sum over positions of the predicted distribution (output-side row weight)
 
 The coder uses M = (c_in + c_h) / n as the metric in which a row's error is measured (error e
@@ -86,6 +87,25 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
         "h_sum": h_sum.numpy(),
         "n_pos": np.array(n_pos),
     }
+
+
+def head_states(adapter: ModelAdapter, windows: np.ndarray) -> np.ndarray:
+    """(n * (L - 1), D) float32: the LM head's input at every position of the token windows
+    (n, L) that predicts a next token (as window_stats counts them), for the tied head's
+    per-row logit gain (tt_ops/head_gain.py). Forward only, one window at a time."""
+    import torch
+
+    captured = {}
+    hook = adapter.lm_head().register_forward_hook(lambda m, i, o: captured.__setitem__("h", i[0]))
+    out = []
+    try:
+        with torch.no_grad():
+            for row in np.asarray(windows, dtype=np.int64):
+                adapter.model(input_ids=torch.from_numpy(row)[None], use_cache=False)
+                out.append(captured["h"][0, :-1].float().numpy())
+    finally:
+        hook.remove()
+    return np.concatenate(out)
 
 
 def text_ids(tokenizer, text: str) -> np.ndarray:

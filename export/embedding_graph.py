@@ -60,9 +60,21 @@ class EmbeddingGraph:
 
     def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(scale, bias), each (V,) float16 or None: a tied head's logits become
-        logits * scale + bias (a correction for the table's coding error, e.g. the transform
-        code's logit bias, tt_ops/transform_code.py). Default: none."""
+        logits * scale + (1 - scale) * class_logits + bias (a correction for the table's
+        coding error, e.g. the transform code's logit gain and bias, tt_ops/transform_code.py).
+        Default: none."""
         return None, None
+
+    def logit_anchor(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows (C, D) float32, index (V,) int64) when `scale` applies only beyond an anchor
+        row per token: class_logits[..., v] = hidden . rows[index[v]] (the transform code's
+        class means). None (default): class_logits = 0, the whole logit is scaled."""
+        return None
+
+    def anchor_logits(self, store: GraphBuilder, b: GraphBuilder, hidden: str) -> str | None:
+        """Graph of class_logits (hidden (..., D) -> (..., V)), its initializers in `store`;
+        None without an anchor."""
+        return None
 
     def decoded(self) -> np.ndarray:
         """`dense()`, computed once: the metrics and the PyTorch verification both need it,

@@ -25,7 +25,9 @@ wherever it can:
 5. one MatMul with [basis; means] (K + C, D) gives the (V, D) table, means included.
 
 A code fitted with a head mean also carries `logit_bias` (V,) fp16, which the tied head adds
-to its logits (export/assemble.py apply_logit_fix).
+to its logits, and one fitted with head states `logit_scale` a (V,) fp16, the gain of each
+row's coded part: logits * a + (1 - a) * (hidden . means[class]) (export/assemble.py
+apply_logit_fix).
 
 Per coefficient that is a few uint8 passes, one int32 index, one float coefficient and the
 table itself, instead of int64 codes, float copies and a (rows, D) MatMul and Add per group.
@@ -101,7 +103,25 @@ class TransformCodedEmbedding(EmbeddingGraph):
         )
 
     def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        return None, self.code.logit_bias  # the tied head's bias (tt_ops/transform_code.py)
+        # the tied head's per-row gain and bias (tt_ops/transform_code.py, head_gain.py)
+        return self.code.logit_scale, self.code.logit_bias
+
+    def logit_anchor(self) -> tuple[np.ndarray, np.ndarray] | None:
+        # the gain leaves each row's class mean alone (tt_ops/head_gain.py)
+        if self.code.logit_scale is None:
+            return None
+        return self.code.means.astype(np.float32), self.code.class_ids.astype(np.int64)
+
+    def anchor_logits(self, store: GraphBuilder, b: GraphBuilder, hidden: str) -> str | None:
+        """hidden . means[class of v] for every v: one MatMul to C class logits and a Gather by
+        the class ids the table decode already unpacks (the same tensors: no new bytes)."""
+        if self.code.logit_scale is None:
+            return None
+        means = store.op("Cast", [store.const("means", self.code.arrays()["means"])], to=FLOAT)
+        _, class_ids = self._codes(store)
+        index = store.op("Cast", [class_ids], to=INT64)
+        per_class = b.op("MatMul", [hidden, store.op("Transpose", [means])])  # (..., C)
+        return b.op("Gather", [per_class, index], axis=-1)  # (..., V)
 
     def _build(self, b: GraphBuilder) -> str:
         codes, class_ids = self._codes(b)

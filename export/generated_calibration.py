@@ -122,8 +122,7 @@ def generated_stats(
     own ("generated-ids"), so a new version of the statistics does not sample again."""
     from tensorgpt.export.calibration import STATS_VERSION, cached_arrays, window_stats
 
-    # "sampler" names the sampling code: 2 = all starts in one batched call (one RNG stream)
-    settings = {"model": fingerprint, "sampler": 2, **asdict(config)}
+    settings = _settings(fingerprint, config)
 
     def make() -> dict[str, np.ndarray]:
         # generate_windows shows its own progress; the result is cached for the next export
@@ -139,3 +138,24 @@ def generated_stats(
         return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
 
     return cached_arrays(cache_dir, "generated-stats", {**settings, "stats": STATS_VERSION}, make)
+
+
+def generated_head_states(
+    adapter, tokenizer, config: GenerationConfig, fingerprint: str, cache_dir: Path
+) -> np.ndarray:
+    """(positions, D) float32: the LM head's inputs on the model's own samples (the windows of
+    `generated_stats`), for the tied head's per-row logit gain; cached like the statistics."""
+    from tensorgpt.export.calibration import cached_arrays, head_states
+
+    ids = generated_stats(adapter, tokenizer, config, fingerprint, cache_dir)["ids"]
+    return cached_arrays(
+        cache_dir,
+        "generated-head-states",
+        _settings(fingerprint, config),
+        lambda: {"h": head_states(adapter, ids)},
+    )["h"]
+
+
+def _settings(fingerprint: str, config: GenerationConfig) -> dict:
+    # "sampler" names the sampling code: 2 = all starts in one batched call (one RNG stream)
+    return {"model": fingerprint, "sampler": 2, **asdict(config)}

@@ -178,16 +178,24 @@ def compare_with_onnx(
 @contextmanager
 def torch_logit_fix(adapter, embedding):
     """While open, PyTorch's LM head applies the tied table's logit correction as the graph
-    does (export/assemble.py apply_logit_fix: logits * scale + bias, before any quirks)."""
+    does (export/assemble.py apply_logit_fix: logits * scale + (1 - scale) * anchor logits +
+    bias, before any quirks)."""
     scale, bias = (None, None) if embedding is None else embedding.logit_fix()
     if scale is None and bias is None:
         yield
         return
     s = None if scale is None else torch.from_numpy(scale.astype(np.float32))
     b = None if bias is None else torch.from_numpy(bias.astype(np.float32))
+    anchor = None if s is None else embedding.logit_anchor()
+    if anchor is not None:
+        rows, index = (torch.from_numpy(a) for a in anchor)
 
     def hook(module, inputs, out):
-        out = out if s is None else out * s
+        if s is not None:
+            fixed = out * s
+            if anchor is not None:  # (1 - s) * hidden . rows[index[v]]
+                fixed = fixed + (inputs[0] @ rows.T)[..., index] * (1 - s)
+            out = fixed
         return out if b is None else out + b
 
     handle = adapter.lm_head().register_forward_hook(hook)

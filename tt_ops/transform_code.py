@@ -45,8 +45,8 @@ from tensorgpt.tt_ops.bit_packing import pack_bits, unpack_bits
 
 # Container of a coded table (safetensors, like the TT tables of tt_ops/storage.py).
 FORMAT = "tensorgpt-tc"
-FORMAT_VERSION = "2"  # 2: optional logit_bias (1 is read too)
-READABLE_VERSIONS = ("1", "2")
+FORMAT_VERSION = "3"  # 2: optional logit_bias; 3: optional logit_scale (1 and 2 are read too)
+READABLE_VERSIONS = ("1", "2", "3")
 DECODE_CHUNK_ROWS = 8192
 
 
@@ -84,6 +84,9 @@ class TransformCodedTable:
     groups: list  # [CodeGroup]
     row_gain: np.ndarray | None = None  # float16 (V,) or None
     logit_bias: np.ndarray | None = None  # float16 (V,): added to the tied head's logits
+    # float16 (V,): the tied head's logit of v becomes a_v * (h . x^_v) + (1 - a_v) * (h .
+    # means[class of v]) before the bias: a gain on the coded part of the row (head_gain.py)
+    logit_scale: np.ndarray | None = None
     meta: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -97,7 +100,7 @@ class TransformCodedTable:
         n = (self.vocab_size + 1) // 2 if self.n_classes <= 16 else self.vocab_size
         n += self.means.nbytes + self.scale.nbytes + self.basis.nbytes
         n += sum(g.nbytes() for g in self.groups)
-        for extra in (self.row_gain, self.logit_bias):
+        for extra in (self.row_gain, self.logit_bias, self.logit_scale):
             if extra is not None:
                 n += extra.nbytes
         return int(n)
@@ -160,6 +163,8 @@ class TransformCodedTable:
             a["row_gain"] = self.row_gain
         if self.logit_bias is not None:
             a["logit_bias"] = self.logit_bias
+        if self.logit_scale is not None:
+            a["logit_scale"] = self.logit_scale
         for g in self.groups:
             key = f"g{g.cls}_b{g.bits}"
             a[f"{key}_axes"] = g.axes
@@ -215,5 +220,6 @@ def load_transform_code(path: str | Path) -> TransformCodedTable:
         groups=groups,
         row_gain=z.get("row_gain"),
         logit_bias=z.get("logit_bias"),
+        logit_scale=z.get("logit_scale"),
         meta={k: v for k, v in meta.items() if k not in ("groups",)},
     )

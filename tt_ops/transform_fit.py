@@ -11,6 +11,7 @@ import numpy as np
 from tensorgpt.tt_ops.bit_allocation import MAX_BITS, allocate_bits
 from tensorgpt.tt_ops.bit_packing import PLANES, pack_bits
 from tensorgpt.tt_ops.class_transform import class_transform, row_chunks
+from tensorgpt.tt_ops.head_gain import head_logit_gain
 from tensorgpt.tt_ops.row_codecs import int8_rows
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
 
@@ -52,6 +53,8 @@ def fit_transform_code(
     class_scale=None,
     head_mean=None,
     chunk_rows: int | None = None,
+    head_states=None,
+    head_logits: tuple[float, float | None] = (1.0, None),
 ) -> TransformCodedTable:
     """Encode a (V, D) table in about `bits_per_weight * V * D / 8` bytes (or `byte_budget`).
 
@@ -71,6 +74,13 @@ def fit_transform_code(
     chunk_rows: rows per chunk of the passes over the table (default: 64 MiB of float64
         rows, class_transform.py); the table is never copied whole, and any value gives the
         same code byte for byte.
+    head_states: optional (T, D) inputs of the tied head at calibration positions: the code then
+        also stores logit_scale (V,) fp16, the gain a_v of each row's coded part (beyond its
+        class mean) in the head's logits, fitted where the token competes as an output
+        (tt_ops/head_gain.py); with head_mean the bias is taken after it. 2 bytes per row, in
+        the budget.
+    head_logits: (multiplier, softcap) the model applies to the head's product before its
+        softmax (head_gain.py), for head_states' probability weights.
     The total (codes + codebooks + scales + basis + means + class ids + gains + logit bias)
     never exceeds the budget.
     """
@@ -106,6 +116,8 @@ def fit_transform_code(
         fixed += 2 * V
     if mu is not None:
         fixed += 2 * V  # logit_bias
+    if head_states is not None:
+        fixed += 2 * V  # logit_scale
     bits, avail = allocate_bits(
         t.W,
         n_c,
@@ -170,8 +182,18 @@ def fit_transform_code(
             "seed": seed,
         },
     )
-    if mu is not None:  # in memory only (the model ran for head_mean): whole-table products
-        enc.logit_bias = ((x.astype(np.float64) - enc.decode()) @ mu).astype(np.float16)
+    if mu is not None or head_states is not None:
+        # In memory only (the model ran for head_mean / head_states): whole-table products.
+        head = enc.decode().astype(np.float64)  # the tied head's rows as the graph computes them
+        if head_states is not None:
+            anchor = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
+            multiplier, softcap = head_logits
+            enc.logit_scale = head_logit_gain(
+                x, head, head_states, anchor=anchor, logit_multiplier=multiplier, softcap=softcap
+            ).astype(np.float16)
+            head = anchor + enc.logit_scale.astype(np.float64)[:, None] * (head - anchor)
+        if mu is not None:
+            enc.logit_bias = ((x.astype(np.float64) - head) @ mu).astype(np.float16)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:

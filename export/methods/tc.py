@@ -20,8 +20,9 @@ from tensorgpt.export.methods.base import EmbeddingMethod, Option
 #   (14.5x smaller; docs/results.md);
 # - without (any domain): the budget whose worst domain of four (wikitext-2 test, Python
 #   source, licenses, fortunes; none used for calibration) stayed within about 1% (6x smaller,
-#   +1.25% worst tied before the logit bias, +0.80% decoded head only with it;
-#   `python benchmarks/domain_quality.py --calib none --weights rule --bits 5.33`).
+#   +0.97% worst end to end with the uniform logit bias, +0.46% decoded head only with the
+#   per-row logit gain that replaced it; `python benchmarks/domain_quality.py --calib none
+#   --weights rule --bits 5.33 --head-only`).
 #   Below it the loss is no longer domain-specific: every domain loses about as much.
 DEFAULT_BITS = 2.2
 DEFAULT_BITS_ANY_DOMAIN = 5.33
@@ -113,35 +114,39 @@ class TransformCode(EmbeddingMethod):
 
             text = read_text(spec.calib_text, "--calib-text")
         mix = bool(spec.get("calib_mix"))
-        if adapter is None:  # --stream: no model to run, so no head mean (no logit bias)
+        states = None
+        if adapter is None:  # --stream: no model to run, so no head statistics
             weights, metric, info = calibrate_without_model(tokenizer, table.shape[0], text, mix)
             mean_h = None
         else:
+            fingerprint = model_fingerprint(adapter, tokenizer)
             weights, metric, mean_h, info = calibrate(
-                adapter,
-                tokenizer,
-                table.shape[0],
-                text,
-                model_fingerprint(adapter, tokenizer),
-                default_cache_dir(),
-                mix=mix,
+                adapter, tokenizer, table.shape[0], text, fingerprint, default_cache_dir(), mix=mix
             )
+            if mean_h is not None and adapter.head_is_tied():
+                # the tied head's per-row gain on each row's coded part, fitted where the
+                # token competes as an output on the model's own samples (tt_ops/head_gain.py);
+                # it replaces the uniform bias E[h] . e_v at the same 2 bytes per row: better
+                # on every domain at 6x, 12x and 24x (docs/quality_notes.md, "Beyond scalar
+                # codes")
+                states = generated_head_states(adapter, tokenizer, fingerprint)
         bits = spec.bits_per_weight or (
             DEFAULT_BITS if text is not None else DEFAULT_BITS_ANY_DOMAIN
         )
         with stage(f"[export] fitting the transform code ({bits:g} bits per entry)"):
-            # a tied head also gets the logit bias of the coding error (tt_ops/transform_code.py)
             code = fit_transform_code(
                 table,
                 bits_per_weight=bits,
                 token_counts=weights,
                 sensitivity=metric,
-                head_mean=mean_h if mean_h is not None and adapter.head_is_tied() else None,
+                head_states=states,
+                head_logits=(1.0, None) if states is None else head_logits(adapter),
             )
         info = {
             "bits_per_weight": round(code.bits_per_weight(), 4),
             "classes": code.n_classes,
             "logit_bias": code.logit_bias is not None,
+            "logit_scale": code.logit_scale is not None,
             **info,
             "calibration_text": None if text is None else stored_path(spec.calib_text),
         }
@@ -158,6 +163,32 @@ class TransformCode(EmbeddingMethod):
         return TransformCodedEmbedding(code), info
 
 
+def generated_head_states(adapter, tokenizer, fingerprint: str):
+    """The tied head's inputs on the model's own samples (the windows `calibrate` generates),
+    for the per-row logit gain; cached with the calibration."""
+    from tensorgpt.export.calibration import default_cache_dir
+    from tensorgpt.export.generated_calibration import generated_head_states as states
+
+    return states(adapter, tokenizer, _generation(adapter), fingerprint, default_cache_dir())
+
+
+def head_logits(adapter) -> tuple[float, float | None]:
+    """(multiplier, softcap) the model applies to the head's product (models/base.py
+    HeadQuirks), so the gain's probability weights are the model's own distribution."""
+    q = adapter.head_quirks()
+    return (q.multiply or 1.0) / (q.divide or 1.0), q.softcap
+
+
+def _generation(adapter):
+    """Windows of WINDOW tokens, or half the model's context if that is shorter (the start
+    fits)."""
+    from tensorgpt.export.calibration import WINDOW
+    from tensorgpt.export.generated_calibration import GenerationConfig
+
+    context = adapter.shape().max_position_embeddings or 2 * WINDOW
+    return GenerationConfig(length=max(2, min(WINDOW, context // 2)))
+
+
 def calibrate(
     adapter,
     tokenizer,
@@ -172,7 +203,7 @@ def calibrate(
     the head mean are mixed with the same shares). mix=False with a text: the text's own
     statistics only (the calibration the README's tc figures were measured with), and no head
     mean: the logit bias was measured for the text-free calibration, that path is unchanged."""
-    from tensorgpt.export.calibration import WINDOW, head_mean, sensitivity_metric, text_stats
+    from tensorgpt.export.calibration import head_mean, sensitivity_metric, text_stats
 
     if text is not None and not mix:
         user = text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
@@ -183,12 +214,10 @@ def calibrate(
             "unseen_tokens": int((counts == 0).sum()),
         }
         return counts, sensitivity_metric(user), None, info
-    from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
+    from tensorgpt.export.generated_calibration import generated_stats
     from tensorgpt.tt_ops.row_prior import row_importance
 
-    # Windows of WINDOW tokens, or half the model's context if that is shorter (the start fits).
-    context = adapter.shape().max_position_embeddings or 2 * WINDOW
-    config = GenerationConfig(length=max(2, min(WINDOW, context // 2)))
+    config = _generation(adapter)
     gen = generated_stats(adapter, tokenizer, config, fingerprint, cache_dir)
     user = None if text is None else text_stats(adapter, tokenizer, text, fingerprint, cache_dir)
     weights, shares = row_importance(

@@ -40,7 +40,7 @@ def attach_packed_embedding_and_head(
     bias = "" if head_bias is None else head.const("bias", np.asarray(head_bias, np.float32))
     logits = head_table.head(head, "hidden_states", bias)
     if untied_head is None:
-        logits = apply_logit_fix(embed, head, embedding, logits)
+        logits = apply_logit_fix(embed, head, embedding, logits, "hidden_states")
     head.op("Identity", [logits], output="logits")
 
     _replace_value(

@@ -81,14 +81,16 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     assert DEFAULT_BITS < info["bits_per_weight"] <= DEFAULT_BITS_ANY_DOMAIN
     assert info["calibration"] == "generated" and info["generated_tokens"] == 8 * 128
     assert info["calibration_shares"] == {"tokenizer": 0.5, "model": 0.5}
-    assert info["logit_bias"] is True
-    # the tied head adds the code's logit bias, large enough that the parity check (1e-3)
-    # would fail without the graph's Add
+    assert info["logit_scale"] is True and info["logit_bias"] is False
+    # the tied head scales each row's coded part of its logit by the code's gain, far enough
+    # from 1 that the parity check (1e-3) would fail without the graph's Mul, Gather and Add
     inits = {t.name: t for t in onnx.load(str(tmp_path / "a/model.onnx")).graph.initializer}
-    bias = onnx.numpy_helper.to_array(inits["embedding.logit_bias"])
-    assert bias.shape == (first["config"]["vocab_size"],) and np.abs(bias).max() > 0.01
+    assert "embedding.logit_bias" not in inits
+    scale = onnx.numpy_helper.to_array(inits["embedding.logit_scale"]).astype(np.float32)
+    assert scale.shape == (first["config"]["vocab_size"],) and np.abs(scale - 1).max() > 0.01
     cached = sorted(p.name for p in (tmp_path / "cache/tensorgpt/calibration").iterdir())
     assert [name.split("-")[:2] for name in cached] == [
+        ["generated", "head"],
         ["generated", "ids"],
         ["generated", "stats"],
     ]
@@ -99,7 +101,7 @@ def test_tc_export_without_a_text_calibrates_on_the_model_and_caches(
     monkeypatch.setattr(gc, "generate_windows", fail)
     export_model(str(tiny_llama), tmp_path / "b", spec, log=lambda _: None)
     assert (tmp_path / "a/model.onnx").read_bytes() == (tmp_path / "b/model.onnx").read_bytes()
-    # the packed runtime adds the same bias after its 8-bit head (parity against PyTorch)
+    # the packed runtime applies the same gain after its 8-bit head (parity against PyTorch)
     packed = export_model(
         str(tiny_llama), tmp_path / "p", spec, quantize="q4", runtime="packed", log=lambda _: None
     )

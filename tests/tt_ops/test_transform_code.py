@@ -137,6 +137,39 @@ def test_logit_bias_removes_the_common_part_of_the_head_error(table, counts, tmp
     np.testing.assert_array_equal(back.logit_bias, enc.logit_bias)
 
 
+def test_logit_scale_fits_the_head_where_tokens_compete(table, counts, tmp_path):
+    """head_states: logit_scale a_v (tt_ops/head_gain.py) on the coded part of each row, inside
+    the budget; it lowers the probability-weighted logit error sum_t p_tv (h_t . m_v + a_v h_t .
+    (x^_v - m_v) - h_t . x_v)^2 (m_v: the row's class mean); with head_mean the bias is taken
+    after it; both survive save/load."""
+    rng = np.random.default_rng(4)
+    mu = rng.standard_normal(D)
+    h = mu + rng.standard_normal((300, D))
+    budget = int(1.5 * V * D / 8)
+    enc = fit_transform_code(table, byte_budget=budget, token_counts=counts, head_states=h)
+    assert enc.logit_scale.shape == (V,) and enc.logit_scale.dtype == np.float16
+    assert enc.logit_bias is None and enc.nbytes() <= budget
+    assert enc.nbytes() == sum(a.nbytes for a in enc.arrays().values())
+    lt = h @ table.astype(np.float64).T
+    p = np.exp(lt - lt.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    m = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
+    lm, lu = h @ m.T, h @ enc.decode().astype(np.float64).T
+    a = enc.logit_scale.astype(np.float64)
+    assert (p * (lm + a * (lu - lm) - lt) ** 2).sum() < (p * (lu - lt) ** 2).sum()
+    both = fit_transform_code(
+        table, byte_budget=budget, token_counts=counts, head_states=h, head_mean=mu
+    )
+    assert both.nbytes() <= budget
+    m = both.means.astype(np.float64)[both.class_ids.astype(np.int64)]
+    head = m + both.logit_scale.astype(np.float64)[:, None] * (both.decode() - m)
+    np.testing.assert_allclose(both.logit_bias, (table - head) @ mu, rtol=2e-3, atol=2e-3)
+    both.save(tmp_path / "s.safetensors")
+    back = load_transform_code(tmp_path / "s.safetensors")
+    np.testing.assert_array_equal(back.logit_scale, both.logit_scale)
+    np.testing.assert_array_equal(back.logit_bias, both.logit_bias)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -154,6 +187,7 @@ def test_logit_bias_removes_the_common_part_of_the_head_error(table, counts, tmp
         ({"bits_per_weight": 1, "class_scale": [-1.0]}, "class_scale"),
         ({"bits_per_weight": 1, "max_bits": 9}, "max_bits"),
         ({"bits_per_weight": 1, "head_mean": np.ones(3)}, "head_mean"),
+        ({"bits_per_weight": 1, "head_states": np.ones((4, 3))}, "head_states"),
     ],
 )
 def test_bad_input_raises_value_error(table, kwargs, name):
