@@ -80,6 +80,8 @@ class MixedBlocks(WeightQuantizer):
         for name, t in report["tensors"].items():
             planned = plan_report["matrices"].get(name.removesuffix(".weight"), {})
             t["format"] = planned.get("format", "q4")
+            if "estimated_loss" in planned:  # nats per token this matrix's format adds
+                t["estimated_loss"] = planned["estimated_loss"]
         report["format"] = "mixed"
         report["mixed"] = {k: v for k, v in plan_report.items() if k != "matrices"}
         log(f"mixed weights: {report['weights']} matrices")
