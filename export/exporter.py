@@ -108,6 +108,7 @@ def export_model(
     if weights.bits is not None and not quantizer.calibrated:
         calibrated = [q for q in quantizer_names() if get_quantizer(q).calibrated]
         raise ValueError(f"--weight-bits needs --quantize {' or '.join(calibrated)}")
+    quantizer.validate(weights)
     if not str(out_dir).strip():  # Path("") would be ".", the working directory
         raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)

@@ -50,6 +50,11 @@ MIN_BITS = min(f.code_bits + 32 / f.block for f in FORMATS)
 MAX_BITS = max(f.code_bits + 32 / f.block for f in FORMATS)
 
 
+def check_bits(bits: float) -> None:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"--weight-bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
+
+
 def _fit(fmt: BlockFormat):
     from tensorgpt.tt_ops.q3_blocks import fit_q3_blocks
     from tensorgpt.tt_ops.q4_grid import fit_q4_grid
@@ -92,8 +97,7 @@ def plan_mixed(adapter, tokenizer, bits: float, calib_text: str | None, log) -> 
     from tensorgpt.tt_ops.format_allocation import allocate_formats
     from tensorgpt.tt_ops.gptq import inverse_cholesky
 
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"--weight-bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
+    check_bits(bits)
     body = adapter.decoder_body()
     vocab = adapter.shape().vocab_size
     groups = input_groups(adapter.model, body, (torch.arange(8) * 7919 % vocab)[None])

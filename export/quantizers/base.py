@@ -53,6 +53,9 @@ class WeightQuantizer:
         `weight_quantization`, or None. PyTorch must then run the same weights (adapter)."""
         return None
 
+    def validate(self, spec: WeightSpec) -> None:
+        """Refuse settings this quantizer cannot meet, before the model loads (ValueError)."""
+
     def quantize_calibrated(
         self, model: onnx.ModelProto, adapter, tokenizer, spec: WeightSpec, log
     ) -> dict | None:

@@ -66,6 +66,11 @@ class MixedBlocks(WeightQuantizer):
     order = 36
     calibrated = True
 
+    def validate(self, spec: WeightSpec) -> None:
+        from tensorgpt.export.mixed_weights import check_bits
+
+        check_bits(DEFAULT_BITS if spec.bits is None else spec.bits)
+
     def quantize_calibrated(self, model, adapter, tokenizer, spec: WeightSpec, log):
         from tensorgpt.export.mixed_weights import plan_mixed
         from tensorgpt.export.q4_source import name_tensors
