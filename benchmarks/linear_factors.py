@@ -18,7 +18,9 @@ only the first variant of a kind pays for them).
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
 A variant name is `q4` (reference), `int8-rows-q4` (the table alone), `int8-rows-q3` (3-bit
-blocks, the equal-bytes baseline), or `{espace|espace-tn|espace-fisher|svd|saten}-{ratio}[-q4|-q3]`. A folder that already holds a finished export is reused.
+blocks, the equal-bytes baseline), `{espace|espace-tn|espace-fisher|svd|saten}-{ratio}[-q4|-q3]`,
+or `[tc-]mixed-{bits}` (`--quantize mixed --weight-bits bits`; with `tc-`: the default tc
+table instead of int8 rows). A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
 
@@ -38,6 +40,7 @@ from tensorgpt.export.compress import CompressionSpec
 from tensorgpt.export.exporter import export_model
 from tensorgpt.export.linears import LinearSpec
 from tensorgpt.export.load import LoadedModel, load
+from tensorgpt.export.quantizers.base import WeightSpec
 
 DATA = DEFAULT_WIKITEXT
 GRID = (
@@ -51,19 +54,30 @@ GRID = (
 )
 
 
-def parse_variant(name: str, calib_text: str) -> tuple[CompressionSpec, str, LinearSpec]:
-    """(table spec, quantizer, linear spec) of a variant name (module docstring)."""
+def parse_variant(
+    name: str, calib_text: str
+) -> tuple[CompressionSpec, str, LinearSpec, WeightSpec]:
+    """(table spec, quantizer, linear spec, weight spec) of a variant name (module docstring)."""
+    text = None if calib_text == "generated" else calib_text
     if name == "q4":
-        return CompressionSpec(), "q4", LinearSpec()
+        return CompressionSpec(), "q4", LinearSpec(), WeightSpec()
+    if name.removeprefix("tc-").startswith("mixed-"):
+        table = CompressionSpec(method="tc" if name.startswith("tc-") else "int8-rows")
+        bits = float(name.rpartition("-")[2])
+        return table, "mixed", LinearSpec(), WeightSpec(bits, text)
     table = CompressionSpec(method="int8-rows")
     if name in ("int8-rows-q4", "int8-rows-q3"):
-        return table, name[-2:], LinearSpec()
+        return table, name[-2:], LinearSpec(), WeightSpec()
     quantize = name[-2:] if name.endswith(("-q4", "-q3")) else "none"
     method, _, ratio = name.removesuffix(f"-{quantize}").rpartition("-")
     if method not in ("espace", "espace-tn", "espace-fisher", "svd", "saten"):
         raise ValueError(f"variant {name!r}: expected q4, int8-rows-q4 or METHOD-RATIO[-q4]")
-    text = calib_text if method != "svd" and calib_text != "generated" else None
-    return table, quantize, LinearSpec(method, float(ratio), text)
+    return (
+        table,
+        quantize,
+        LinearSpec(method, float(ratio), None if method == "svd" else text),
+        WeightSpec(),
+    )
 
 
 def export_variants(names: list[str], out: Path, calib_text: str, measure, model: str) -> None:
@@ -78,13 +92,13 @@ def export_variants(names: list[str], out: Path, calib_text: str, measure, model
             continue
         if loaded is None:
             loaded = load(model)
-        table, quantize, linears = parse_variant(name, calib_text)
+        table, quantize, linears, weights = parse_variant(name, calib_text)
         # the export changes the model in place (factors, q4 weights, decoded table)
         fresh = LoadedModel(
             copy.deepcopy(loaded.model), loaded.tokenizer, loaded.source, loaded.resolved
         )
         started = time.perf_counter()
-        export_model(fresh, folder, table, quantize=quantize, linears=linears)
+        export_model(fresh, folder, table, quantize=quantize, linears=linears, weights=weights)
         print(
             f"[linear_factors] {name}: exported in {time.perf_counter() - started:.0f} s, "
             f"load average {os.getloadavg()[0]:.2f}",
@@ -133,7 +147,8 @@ def main() -> int:
     p.add_argument(
         "--calib-text",
         default=os.path.join(DATA, "valid.txt"),
-        help="ESPACE's calibration text, or `generated` (text the model generates)",
+        help="the calibrated variants' text (ESPACE, mixed), or `generated` (text the model "
+        "generates, the export's default)",
     )
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--markdown", help="also write the table here")

@@ -148,6 +148,75 @@ def fisher_autocorr_on_windows(
     return out | {f"f{i}": f / max(f.sum(), 1e-300) for i, f in enumerate(shares)}
 
 
+def calibration_windows(
+    adapter, tokenizer, calib_text: str | None, fingerprint: str
+) -> tuple[np.ndarray, dict, dict]:
+    """(token windows (n, L), their cache key, the manifest's calibration report): windows of
+    `calib_text` (never the evaluation text), else the windows the model generates for --method
+    tc's default (export/generated_calibration.py, same settings and cache entry)."""
+    if calib_text is not None:
+        from tensorgpt.common.files import read_text, stored_path
+
+        text = read_text(calib_text, "--calib-text")
+        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        window = min(window_for(adapter), len(ids))
+        if window < 2:
+            raise ValueError("--calib-text: fewer than 2 tokens")
+        n = max(1, min(TEXT_WINDOWS, len(ids) // window))
+        starts = np.linspace(0, len(ids) - window, n).astype(int)
+        windows = np.stack([ids[s : s + window] for s in starts])
+        source = {"text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        return windows, source, {"calibration": "text", "calibration_text": stored_path(calib_text)}
+    from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
+
+    context = adapter.shape().max_position_embeddings or 2 * WINDOW
+    config = GenerationConfig(length=max(2, min(WINDOW, context // 2)))
+    windows = generated_stats(adapter, tokenizer, config, fingerprint, default_cache_dir())["ids"]
+    return (
+        windows,
+        {"generated": [config.sequences, config.length, config.seed]},
+        {"calibration": "generated"},
+    )
+
+
+def autocorr_settings(
+    fingerprint: str,
+    layers: list[str],
+    windows: np.ndarray,
+    source: dict,
+    per_token: bool = False,
+    fisher_groups: list[list[str]] | None = None,
+) -> dict:
+    """The cache key of `linear_autocorr` (and of activation_eig's eigenpairs)."""
+    settings = {"model": fingerprint, "layers": layers, "windows": windows.shape, **source}
+    if per_token:  # (absent for the raw C: keeps the key of caches written before the option)
+        settings["per_token"] = True
+    if fisher_groups is not None:
+        if [g[0] for g in fisher_groups] != layers:
+            raise ValueError("fisher_groups must start with the layers given")
+        settings["fisher_groups"] = fisher_groups
+    return settings
+
+
+def linear_autocorr(
+    adapter,
+    layers: list[str],
+    windows: np.ndarray,
+    settings: dict,
+    per_token: bool = False,
+    fisher_groups: list[list[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """`autocorr_on_windows` (or `fisher_autocorr_on_windows` when fisher_groups is given),
+    cached under "linear-autocorr" by `settings` (autocorr_settings)."""
+
+    def make() -> dict[str, np.ndarray]:
+        if fisher_groups is not None:
+            return fisher_autocorr_on_windows(adapter, fisher_groups, windows)
+        return autocorr_on_windows(adapter, layers, windows, per_token)
+
+    return cached_arrays(default_cache_dir(), "linear-autocorr", settings, make)
+
+
 def activation_eig(
     adapter,
     tokenizer,
@@ -163,49 +232,13 @@ def activation_eig(
 
     fisher_groups (every layer of each group, first ones = `layers`): the loss-weighted C of
     `fisher_autocorr_on_windows` instead, and (lam, U, shares of the group's layers)."""
-    cache_dir = default_cache_dir()
-    if calib_text is not None:
-        from tensorgpt.common.files import read_text, stored_path
-
-        text = read_text(calib_text, "--calib-text")
-        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-        window = min(window_for(adapter), len(ids))
-        if window < 2:
-            raise ValueError("--calib-text: fewer than 2 tokens")
-        n = max(1, min(TEXT_WINDOWS, len(ids) // window))
-        starts = np.linspace(0, len(ids) - window, n).astype(int)
-        windows = np.stack([ids[s : s + window] for s in starts])
-        source = {"text_sha256": hashlib.sha256(text.encode()).hexdigest()}
-        report = {"calibration": "text", "calibration_text": stored_path(calib_text)}
-    else:
-        from tensorgpt.export.generated_calibration import GenerationConfig, generated_stats
-
-        # the same windows as --method tc's default (export/methods/tc.py), from its cache
-        context = adapter.shape().max_position_embeddings or 2 * WINDOW
-        config = GenerationConfig(length=max(2, min(WINDOW, context // 2)))
-        windows = generated_stats(adapter, tokenizer, config, fingerprint, cache_dir)["ids"]
-        source = {"generated": [config.sequences, config.length, config.seed]}
-        report = {"calibration": "generated"}
-    settings = {"model": fingerprint, "layers": layers, "windows": windows.shape, **source}
-    if per_token:  # (absent for the raw C: keeps the key of caches written before the option)
-        settings["per_token"] = True
-    if fisher_groups is not None:
-        if [g[0] for g in fisher_groups] != layers:
-            raise ValueError("fisher_groups must start with the layers given")
-        settings["fisher_groups"] = fisher_groups
-
-    def autocorr() -> dict[str, np.ndarray]:
-        def make() -> dict[str, np.ndarray]:
-            if fisher_groups is not None:
-                return fisher_autocorr_on_windows(adapter, fisher_groups, windows)
-            return autocorr_on_windows(adapter, layers, windows, per_token)
-
-        return cached_arrays(cache_dir, "linear-autocorr", settings, make)
+    windows, source, report = calibration_windows(adapter, tokenizer, calib_text, fingerprint)
+    settings = autocorr_settings(fingerprint, layers, windows, source, per_token, fisher_groups)
 
     def eig() -> dict[str, np.ndarray]:
         from tensorgpt.common.progress import track
 
-        arrays = autocorr()
+        arrays = linear_autocorr(adapter, layers, windows, settings, per_token, fisher_groups)
         out = {"n_pos": arrays["n_pos"]}
         for i in track(range(len(layers)), "[export] eigenvectors of C", unit="group"):
             c = arrays[f"c{i}"].astype(np.float64)
@@ -215,7 +248,7 @@ def activation_eig(
                 out[f"f{i}"] = arrays[f"f{i}"]
         return out
 
-    arrays = cached_arrays(cache_dir, "linear-eig", settings, eig)
+    arrays = cached_arrays(default_cache_dir(), "linear-eig", settings, eig)
     report["calibration_tokens"] = int(arrays["n_pos"])
     report["per_token"] = per_token
     report["loss_weighted"] = fisher_groups is not None

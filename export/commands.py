@@ -65,6 +65,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "original, in (0, 1) (groups whose factors would not be smaller stay dense)",
     )
     p.add_argument(
+        "--weight-bits",
+        type=float,
+        metavar="B",
+        help="--quantize mixed: the weight matrices' average bits per weight (codes, scales "
+        "and minima), in [3.5, 5] (default 4.0); calibrated on --calib-text if given, else "
+        "on text the model generates",
+    )
+    p.add_argument(
         "--runtime",
         default=DEFAULT_RUNTIME,
         choices=RUNTIMES,
@@ -93,6 +101,8 @@ def run_export(args: argparse.Namespace) -> int:
     from tensorgpt.export.exporter import export_model
     from tensorgpt.export.linears import LinearSpec, get_linears
     from tensorgpt.export.methods import all_options, get_method
+    from tensorgpt.export.quantizers import get_quantizer
+    from tensorgpt.export.quantizers.base import WeightSpec
 
     fields = {f.name for f in dataclasses.fields(CompressionSpec)}
     values = {o.name: getattr(args, o.name) for o in all_options()}
@@ -100,7 +110,10 @@ def run_export(args: argparse.Namespace) -> int:
     # --calib-text serves the linear layers too; the table method takes it only if it
     # calibrates (tc), so it is not refused for --method none or int8-rows here
     table_takes_text = "calib_text" in {o.name for o in get_method(args.method).options}
-    if args.linears != "none" and get_linears(args.linears).calibrated and not table_takes_text:
+    calibrates = (args.linears != "none" and get_linears(args.linears).calibrated) or (
+        get_quantizer(args.quantize).calibrated
+    )
+    if calibrates and not table_takes_text:
         values["calib_text"] = None
     spec = CompressionSpec(
         method=args.method,
@@ -116,6 +129,7 @@ def run_export(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         linears=linears,
         stream=args.stream,
+        weights=WeightSpec(args.weight_bits, args.calib_text),
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))

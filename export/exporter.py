@@ -47,7 +47,7 @@ from tensorgpt.export.packed.fusions import apply_fusions
 from tensorgpt.export.packed.verify import verify_packed
 from tensorgpt.export.q4_source import describe_source
 from tensorgpt.export.quantizers import get_quantizer, quantizer_names
-from tensorgpt.export.quantizers.base import WeightQuantizer
+from tensorgpt.export.quantizers.base import WeightQuantizer, WeightSpec
 from tensorgpt.export.split_load import add_split_load
 from tensorgpt.export.target import check_target, source_path
 from tensorgpt.export.verify import check_split, prompt_ids, torch_logit_fix, verify
@@ -76,11 +76,13 @@ def export_model(
     body_cache: dict[str, onnx.ModelProto] | None = None,
     linears: LinearSpec | None = None,
     stream: bool = False,
+    weights: WeightSpec | None = None,
 ) -> dict:
     """Export `source` to `out_dir`; returns the manifest. Raises ValueError on bad input.
 
     linears: factor the transformer's linear layers (`--linears`, export/linears/) before the
     body is traced; the quantizer then sees the factors as the body's weights.
+    weights: `--weight-bits` and `--calib-text` for a calibrated quantizer (--quantize mixed).
     stream: read the checkpoint tensor by tensor (export/streaming.py) instead of loading it.
 
     body_cache: pass the same dict to several exports of one checkpoint (other methods) to
@@ -102,6 +104,11 @@ def export_model(
     spec.validate()
     linears = linears or LinearSpec()
     linears.validate()
+    weights = weights or WeightSpec()
+    if weights.bits is not None and not quantizer.calibrated:
+        calibrated = [q for q in quantizer_names() if get_quantizer(q).calibrated]
+        raise ValueError(f"--weight-bits needs --quantize {' or '.join(calibrated)}")
+    quantizer.validate(weights)
     if not str(out_dir).strip():  # Path("") would be ".", the working directory
         raise ValueError("OUT_DIR is empty: give the folder to write the export to")
     out_dir = Path(out_dir)
@@ -124,7 +131,7 @@ def export_model(
         remove_stale(out_dir.resolve().parent, log)
         if stream:
             return export_streaming(source, out_dir, spec, quantize, log)
-        return _export(source, out_dir, spec, quantizer, runtime, log, body_cache, linears)
+        return _export(source, out_dir, spec, quantizer, runtime, log, body_cache, linears, weights)
 
 
 def _export(
@@ -136,6 +143,7 @@ def _export(
     log: Callable[[str], None],
     body_cache: dict[str, onnx.ModelProto] | None,
     linears: LinearSpec,
+    weights: WeightSpec,
 ) -> dict:
     packed = runtime == "packed"
     started = time.perf_counter()
@@ -195,7 +203,12 @@ def _export(
         else:
             fusions = None
             with quantizing():
-                weights_report = quantizer.quantize_weights(model, adapter, log)
+                if quantizer.calibrated:
+                    weights_report = quantizer.quantize_calibrated(
+                        model, adapter, loaded.tokenizer, weights, log
+                    )
+                else:
+                    weights_report = quantizer.quantize_weights(model, adapter, log)
             attach_embedding_and_head(
                 model,
                 embedding,

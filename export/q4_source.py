@@ -39,6 +39,9 @@ def rerounded_lines(report: dict) -> list[str]:
     """One log line per re-rounded tensor of a GGUF source (an fp32 source is always
     re-rounded: one summary line there)."""
     tensors, fmt = report["tensors"], report.get("format", "q4")
+    if fmt == "mixed":  # the 3-bit ones are meant to leave the grid: only the q4 ones count
+        tensors = {n: t for n, t in tensors.items() if t.get("format") == "q4"}
+        fmt = "mixed, q4 matrices"
     off = {n: t for n, t in tensors.items() if t["exact_blocks"] < 1}
     if not report.get("source_is_gguf"):
         if not off:

@@ -35,7 +35,8 @@ def _codes(blocks: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def fit_q3_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """blocks (B, 32, N) float32 -> codes (B, 32, N) uint8 in 0..7, d and m (B, N) fp16."""
+    """blocks (B, S, N) float32 (S = 32, or a multiple of it for a larger block sharing one
+    scale and minimum) -> codes (B, S, N) uint8 in 0..7, d and m (B, N) fp16."""
     blocks = np.asarray(blocks, dtype=np.float32)
     low, high = blocks.min(axis=1), blocks.max(axis=1)
     span = high - low
@@ -49,7 +50,7 @@ def fit_q3_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
             candidates = [(q, d, m)]
             # least-squares d, m for these codes: w ~ d q + m over the block's 32 values
             qf = q.astype(np.float32)
-            n = np.float32(Q3_BLOCK)
+            n = np.float32(blocks.shape[1])
             sq, sw = qf.sum(1), blocks.sum(1)
             sqq, sqw = (qf * qf).sum(1), (qf * blocks).sum(1)
             det = n * sqq - sq * sq
@@ -72,6 +73,19 @@ def fit_q3_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return best[1], best[2], best[3]
 
 
+def pack_q3_codes(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """codes (K/32, 32, N) in 0..7 -> low (K/32, 8, N), high (K/32, 4, N) uint8 planes."""
+    q = np.asarray(q, dtype=np.uint8)
+    nb, _, n = q.shape
+    low = np.zeros((nb, 8, n), np.uint8)
+    high = np.zeros((nb, 4, n), np.uint8)
+    for s in range(4):
+        low |= (q[:, 8 * s : 8 * s + 8] & 3) << (2 * s)
+    for s in range(8):
+        high |= ((q[:, 4 * s : 4 * s + 4] >> 2) & 1) << s
+    return low, high
+
+
 def encode_q3_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(K, N) float, K a multiple of 32 -> low (K/32, 8, N), high (K/32, 4, N) uint8 planes,
     scale and minimum (K/32, N) float16 (module docstring)."""
@@ -80,14 +94,7 @@ def encode_q3_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         raise ValueError(f"q3 blocks need a (K, N) weight with K a multiple of 32, got {w.shape}")
     k, n = w.shape
     q, d, m = fit_q3_blocks(w.reshape(k // Q3_BLOCK, Q3_BLOCK, n))
-    q = q.astype(np.uint8)
-    low = np.zeros((k // Q3_BLOCK, 8, n), np.uint8)
-    high = np.zeros((k // Q3_BLOCK, 4, n), np.uint8)
-    for s in range(4):
-        low |= (q[:, 8 * s : 8 * s + 8] & 3) << (2 * s)
-    for s in range(8):
-        high |= ((q[:, 4 * s : 4 * s + 4] >> 2) & 1) << s
-    return low, high, d, m
+    return (*pack_q3_codes(q), d, m)
 
 
 def decode_q3_blocks(

@@ -12,11 +12,21 @@ The exporter calls, in this order (each default does nothing):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     import onnx
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """What a calibrated quantizer (`calibrated`) is told: `--weight-bits` (average bits per
+    weight of the body's matrices) and `--calib-text` (None: text the model generates)."""
+
+    bits: float | None = None
+    calib_text: str | None = None
 
 
 class WeightQuantizer:
@@ -30,6 +40,9 @@ class WeightQuantizer:
     int8_cores: ClassVar[bool] = False
     # Has a form that stays packed in the session (`--runtime packed`, `pack_weights`).
     packs: ClassVar[bool] = False
+    # Runs the model on calibration text and takes --weight-bits: the exporter calls
+    # `quantize_calibrated` instead of `quantize_weights`.
+    calibrated: ClassVar[bool] = False
 
     def quantize_body(self, body_path: Path, stage: Path) -> Path:
         """The body graph to load: `body_path`, or a quantized copy written in `stage`."""
@@ -39,6 +52,15 @@ class WeightQuantizer:
         """Rewrite the body's weights in place; a report for the manifest's
         `weight_quantization`, or None. PyTorch must then run the same weights (adapter)."""
         return None
+
+    def validate(self, spec: WeightSpec) -> None:
+        """Refuse settings this quantizer cannot meet, before the model loads (ValueError)."""
+
+    def quantize_calibrated(
+        self, model: onnx.ModelProto, adapter, tokenizer, spec: WeightSpec, log
+    ) -> dict | None:
+        """`quantize_weights` for a `calibrated` quantizer, with the tokenizer and settings."""
+        raise NotImplementedError
 
     def pack_weights(self, model: onnx.ModelProto, adapter, log: Callable[[str], None]):
         """`--runtime packed` instead of `quantize_weights`: the same weights, kept packed in

@@ -21,10 +21,11 @@ def _encode(w: np.ndarray):
     return parts, back, (back == w).reshape(k // 32, 32, n).all(axis=1)
 
 
-def _decode_nodes(b, names: list[str], k: int, n: int) -> str:
-    """low (K/32, 8, N), high (K/32, 4, N) uint8 planes, (K/32, 1, N) fp16 scale and minimum
-    -> (K, N) float: element j + 8 s of a block is bits 2s..2s+1 of low byte j plus 4 times
-    bit t of high byte i for j + 8 s = i + 4 t (tt_ops/q3_blocks.py). Folded at load."""
+def decode_q3_nodes(b, names: list[str], k: int, n: int, block: int = 32) -> str:
+    """low (K/32, 8, N), high (K/32, 4, N) uint8 planes, (K/block, 1, N) fp16 scale and
+    minimum -> (K, N) float: element j + 8 s of a block is bits 2s..2s+1 of low byte j plus 4
+    times bit t of high byte i for j + 8 s = i + 4 t (tt_ops/q3_blocks.py); a block of 64 or
+    128 (--quantize mixed) is that many codes under one scale. Folded at load."""
     low, high, scale, minimum = names
 
     def planes(packed: str, count: int, bits: int) -> str:
@@ -41,6 +42,8 @@ def _decode_nodes(b, names: list[str], k: int, n: int) -> str:
     two = b.const("q3_two", np.array(2, np.uint8))
     top = b.op("BitShift", [planes(high, 8, 1), two], direction="LEFT")
     q = b.op("Cast", [b.op("BitwiseOr", [planes(low, 4, 2), top])], to=1)
+    if block != 32:
+        q = b.op("Reshape", [q, b.ints(f"q3_blocks{block}x{k}x{n}", [k // block, block, n])])
     w = b.op("Add", [b.op("Mul", [q, b.op("Cast", [scale], to=1)]), b.op("Cast", [minimum], to=1)])
     return b.op("Reshape", [w, b.ints(f"weight_{k}x{n}", [k, n])])
 
@@ -62,7 +65,7 @@ class Q3Blocks(WeightQuantizer):
             quantize_weights_q4,
         )
 
-        decoded, report = quantize_weights_q4(model, codec=BlockCodec(_encode, _decode_nodes))
+        decoded, report = quantize_weights_q4(model, codec=BlockCodec(_encode, decode_q3_nodes))
         # PyTorch runs the same 3-bit weights, so the parity check stays strict
         name_tensors(report, load_decoded_into_torch(adapter.decoder_body(), decoded))
         del decoded
