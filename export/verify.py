@@ -134,6 +134,11 @@ def compare_with_onnx(
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     ort_logits = _ort_run(session, shape, ids, tokens)
     max_diff = max(float(np.abs(a - b).max()) for a, b in zip(torch_logits, ort_logits))
+    ref_max = max(float(np.abs(a).max()) for a in torch_logits)
+    ref_rms = math.sqrt(
+        sum(float(np.square(a, dtype=np.float64).sum()) for a in torch_logits)
+        / sum(a.size for a in torch_logits)
+    )
     ort_tokens = [int(step[-1].argmax()) for step in ort_logits[:DECODE_STEPS]]
     # Cross-entropy of the prompt's own next tokens and of the decoded tokens, both sides:
     # the prompt's 16 rows predict ids[1:] and token 0; decode step k predicts token k.
@@ -151,6 +156,8 @@ def compare_with_onnx(
         "greedy_tokens": tokens,
         "greedy_match": greedy_match,
         "max_abs_logit_diff": max_diff,
+        "reference_max_abs_logit": ref_max,
+        "reference_logit_rms": ref_rms,
         "tolerance": None if quantized else FP32_TOLERANCE,
         "perplexity_torch": math.exp(nll_torch),
         "perplexity_onnx": math.exp(nll_ort),

@@ -160,7 +160,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0, **overrides) -> P
     base = {} if family == "gpt2" else dict(_LLAMA_LIKE)
     kwargs = {**base, **extra, **overrides}
     config = getattr(transformers, config_name)(
-        initializer_range=SHARP_INIT,
+        initializer_range=kwargs.pop("initializer_range", SHARP_INIT),
         vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
         bos_token_id=0,
         eos_token_id=0,
