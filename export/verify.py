@@ -2,8 +2,19 @@
 
 A 16-token prompt, then 8 greedy decode steps through the KV cache. PyTorch picks the tokens;
 onnxruntime is fed the same tokens (so one early disagreement cannot cascade) and must pick
-the same argmax at every step. fp32 files must agree within `FP32_TOLERANCE` on every logit;
+the same argmax at every step. fp32 files must agree within `parity_tolerance` on every logit;
 a file with int8 MatMuls reports its difference and the cross-entropy change on the same tokens.
+
+The tolerance follows the logits' scale. onnxruntime and PyTorch sum in different orders, so an
+fp32 file differs from PyTorch by rounding that grows with the values it rounds: measured on
+`--method none` (benchmarks/parity_scale.py, docs/results.md "The parity check's tolerance"),
+the max |difference| stayed within 2.5e-5 of the reference's max |logit| from hidden 64 to 896,
+vocabularies 384 to 151936, 2 to 24 layers and init std 0.02 to 0.64 (a random Qwen2.5-0.5B
+shape: 6.1e-4 on logits up to ~25), while the absolute difference grew 500-fold. So a file
+passes within max(FP32_TOLERANCE, FP32_RELATIVE x max |reference logit|): the absolute floor
+for the small logits of trained and tiny models, 1e-4 of the largest logit (4x the largest
+rounding measured) above it. A wrong file (a missing scale, a wrong row or weight) moves
+logits by a share of their own size, orders of magnitude above 1e-4 of it.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ from tensorgpt.common.ort_load import open_split_session, session_options
 from tensorgpt.models import ModelAdapter
 from tensorgpt.models.cache_api import cache_argument, returned_cache
 
-FP32_TOLERANCE = 1e-3
+FP32_TOLERANCE = 1e-3  # absolute floor (and the split load's check: same kernels both sides)
+FP32_RELATIVE = 1e-4  # x the reference's max |logit|: rounding measured at <= 2.5e-5 of it
 PROMPT_TOKENS = 16
 DECODE_STEPS = 8
 _PROMPT = (
@@ -102,6 +114,13 @@ def check_split(folder, shape, ids: np.ndarray, tokens: list[int]) -> dict:
     return {"max_abs_logit_diff_vs_model_onnx": diff, "passed": diff <= FP32_TOLERANCE}
 
 
+def parity_tolerance(reference_max_abs_logit: float) -> float:
+    """The largest |ONNX - PyTorch| logit difference an fp32 file may show:
+    max(FP32_TOLERANCE, FP32_RELATIVE * reference_max_abs_logit) (the module's docstring says
+    why)."""
+    return max(FP32_TOLERANCE, FP32_RELATIVE * reference_max_abs_logit)
+
+
 def _mean_nll(logits: np.ndarray, targets: np.ndarray) -> float:
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
@@ -149,7 +168,8 @@ def compare_with_onnx(
     finite = all(np.isfinite(x).all() for x in ort_logits)
     greedy_match = ort_tokens == tokens
     # int8 MatMuls change the logits by design: report their cost, fail only on broken output.
-    passed = finite if quantized else finite and greedy_match and max_diff <= FP32_TOLERANCE
+    tolerance = parity_tolerance(ref_max)
+    passed = finite if quantized else finite and greedy_match and max_diff <= tolerance
     return {
         "prompt_tokens": PROMPT_TOKENS,
         "decode_steps": DECODE_STEPS,
@@ -158,7 +178,7 @@ def compare_with_onnx(
         "max_abs_logit_diff": max_diff,
         "reference_max_abs_logit": ref_max,
         "reference_logit_rms": ref_rms,
-        "tolerance": None if quantized else FP32_TOLERANCE,
+        "tolerance": None if quantized else tolerance,
         "perplexity_torch": math.exp(nll_torch),
         "perplexity_onnx": math.exp(nll_ort),
         "perplexity_change_percent": 100.0 * (math.exp(nll_ort - nll_torch) - 1.0),
