@@ -134,6 +134,13 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
     "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.5, "pad_token_id": 0}),
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {"partial_rotary_factor": 0.25}),
     "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", {"sliding_window": None}),
+    # Nemotron (Minitron, Nemotron-Mini): LayerNorm with 1 + w, squared-ReLU MLP without a
+    # gate, partial rotary (0.5 by default), untied head
+    "nemotron": (
+        "NemotronConfig",
+        "NemotronForCausalLM",
+        {"pad_token_id": 0, "tie_word_embeddings": False},
+    ),
     "phi": (
         "PhiConfig",
         "PhiForCausalLM",
