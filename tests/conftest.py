@@ -141,6 +141,11 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
         "NemotronForCausalLM",
         {"pad_token_id": 0, "tie_word_embeddings": False},
     ),
+    # Bloom (ALiBi positions, fused per-head qkv, an embedding LayerNorm) and Falcon-7B's
+    # layout (multi-query: one KV head, parallel attention + MLP); neither config has
+    # num_key_value_heads
+    "bloom": ("BloomConfig", "BloomForCausalLM", {"num_key_value_heads": None}),
+    "falcon": ("FalconConfig", "FalconForCausalLM", {"num_key_value_heads": None}),
     "phi": (
         "PhiConfig",
         "PhiForCausalLM",

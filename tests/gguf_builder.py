@@ -30,6 +30,8 @@ GGUF_ARCH = {
     "stablelm": "stablelm",
     "starcoder2": "starcoder2",
     "nemotron": "nemotron",
+    "bloom": "bloom",
+    "falcon": "falcon",
 }
 
 
@@ -76,6 +78,8 @@ def write_gguf(
         if tied and name == "lm_head.weight":
             continue
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None and name.startswith("transformer."):  # as llama.cpp's Bloom converter
+            target = names.get_name(name[len("transformer.") :], try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ValueError(f"no GGUF name for {name}")
         w = tensor.detach().float().numpy()
@@ -124,6 +128,9 @@ def _as_llama_cpp_writes(w: np.ndarray, target: str, arch: str, config) -> np.nd
             .swapaxes(1, 2)
             .reshape(w.shape)
         )
+    if arch == "bloom" and ".attn_qkv." in target:  # per head (q, k, v) -> all q, all k, all v
+        heads = config.num_attention_heads
+        return w.reshape(heads, 3, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
     if (arch.startswith("gemma") or arch == "nemotron") and "norm.weight" in target:
         return (
             w + 1
