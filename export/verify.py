@@ -14,9 +14,9 @@ with width (64 to 896) and depth (2 to 16 layers; 24 no further); relative to th
 max |logit| it stayed at or below 4.2e-5. So a file passes within
 max(FP32_TOLERANCE, FP32_RELATIVE x max |reference logit|): the old absolute 1e-3 for the small
 logits of trained and tiny models, 1e-4 of the largest logit (2.4x the largest rounding
-measured) above it. A wrong file (a missing scale, a wrong
-row or weight) moves logits by a share of their own size: 0.5% in one norm vector fails by
-more than 10x (tests/export/test_verify.py).
+measured) above it. A wrong file (a missing scale, a wrong row or weight) moves logits by a
+share of their own size: 0.5% in one norm vector fails by more than 10x
+(tests/export/test_verify.py).
 """
 
 from __future__ import annotations
