@@ -156,12 +156,18 @@ def checkpoint_estimate(shape: str) -> int:
 
 
 def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
-    cmd = ["/usr/bin/time", "-v", str(Path(sys.executable).with_name("tensorgpt")), "export"]
-    cmd += [str(ckpt), str(out), "--force", *args]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    """One `tensorgpt export` in a fresh process under `/usr/bin/time -v`: its time, peak RSS
+    and, when it fails, the exporter's own message (time's report goes to a file of its own,
+    so it never buries that line)."""
+    exe = str(Path(sys.executable).with_name("tensorgpt"))
+    with tempfile.NamedTemporaryFile("r", prefix="export-time-", suffix=".txt") as report:
+        cmd = ["/usr/bin/time", "-v", "-o", report.name, exe, "export"]
+        cmd += [str(ckpt), str(out), "--force", *args]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        timing = report.read()
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing)
     row = {
         "seconds": round(seconds, 1),
         "peak_rss_gb": round(int(rss.group(1)) * 1024 / 1e9, 2) if rss else None,
@@ -176,15 +182,25 @@ def run_export(ckpt: Path, out: Path, args: list[str]) -> dict:
         row["file_mb"] = round(manifest["bytes"]["file"] / 1e6, 1)
         row["verification"] = {
             k: manifest["verification"].get(k)
-            for k in ("max_abs_logit_diff", "passed", "checked")
+            for k in ("max_abs_logit_diff", "tolerance", "passed", "checked")
             if k in manifest["verification"]
         }
     else:
-        # the exporter's own last lines: /usr/bin/time -v appends its report after them
-        own = proc.stderr.split("\tCommand being timed:")[0]
-        own = [ln for ln in own.splitlines() if ln.strip() and not ln.startswith("Command ")]
-        row["error"] = own[-3:]
+        row["error"] = export_error(proc.stderr, timing)
     return row
+
+
+def export_error(stderr: str, timing: str) -> str:
+    """The failed export's message: the CLI's one line (`tensorgpt export: error: ...`), else
+    the last line it wrote (a traceback's exception), else how time saw it end (a signal)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    cli = [ln for ln in lines if ln.startswith("tensorgpt export:")]
+    if cli:
+        return cli[-1]
+    if lines:
+        return lines[-1]
+    ended = re.search(r"^Command (exited|terminated) .*$", timing, re.MULTILINE)
+    return ended.group(0) if ended else "no message"
 
 
 def same_content(a: Path, b: Path) -> bool:

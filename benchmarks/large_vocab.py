@@ -40,6 +40,8 @@ METHODS = {
     "tt-matrix": ["--method", "tt-matrix"],
     "tc": ["--method", "tc", "--calib-text", str(CALIB)],
     "tc+q4": ["--method", "tc", "--calib-text", str(CALIB), "--quantize", "q4"],
+    # the dense table with 4-bit transformer blocks (export_scaling.py's `q4` variant)
+    "q4": ["--quantize", "q4"],
 }
 
 

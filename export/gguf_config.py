@@ -30,6 +30,10 @@ MISSED_KEYS: dict[str, dict[str, str]] = {
         "rope.dimension_count": "partial_rotary_factor",
         "attention.sliding_window": "sliding_window",
     },
+    # Nemotron (Minitron, Nemotron-Mini) rotates part of each head (0.5 in the released
+    # models, which is also the config's default); transformers maps rope.dimension_count to
+    # nothing, so any other share would load as 0.5.
+    "nemotron": {"rope.dimension_count": "partial_rotary_factor"},
 }
 
 
@@ -47,7 +51,9 @@ def config_overrides(reader: Any) -> dict[str, Any]:
         if value is None:
             continue
         if attr == "partial_rotary_factor":  # GGUF counts rotary dims, HF their share of a head
-            head_dim = field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
+            head_dim = field(f"{arch}.attention.key_length") or (
+                field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
+            )
             value = value / head_dim
         overrides[attr] = value
     return overrides

@@ -9,7 +9,7 @@ assembly shows up as a logit difference. The report says what was checked (`chec
 
 Tolerance: the ONNX file computes in float32 whatever the checkpoint stores (bf16 and fp16
 are widened exactly when read, as `from_pretrained(dtype=float32)` does), so the float32
-tolerance of export/verify.py (`FP32_TOLERANCE`) applies to every source dtype.
+tolerance of export/verify.py (`parity_tolerance`) applies to every source dtype.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ HEAD_QUIRK_KEYS = {
     "final_logit_softcapping": "softcap",
 }
 ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention"}
+EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
 
 
 class GenericAdapter(ModelAdapter):
@@ -118,6 +119,20 @@ class GenericAdapter(ModelAdapter):
                 "its config has no num_attention_heads (a state-space or recurrent model?)",
                 "a cache for non-attention layers",
             )
+        per_layer = getattr(c, "per_layer_config", None)  # heterogeneous layers (Gemma 4)
+        if per_layer is not None:
+            shapes = sorted(
+                {
+                    (getattr(p, "head_dim", None), getattr(p, "num_key_value_heads", None))
+                    for p in per_layer
+                },
+                key=str,
+            )
+            if len(shapes) > 1:
+                return (
+                    f"its layers differ in attention shape (head_dim, KV heads): {shapes}",
+                    "per-layer KV cache shapes (the export's cache has one shape)",
+                )
         for key in ("vocab_size", "hidden_size", "num_hidden_layers"):
             if getattr(c, key, None) is None:
                 return f"its config has no {key}", "a shape() override"
@@ -133,6 +148,16 @@ class GenericAdapter(ModelAdapter):
         types = set(getattr(c, "layer_types", None) or []) - ATTENTION_LAYER_TYPES
         if types:
             return f"its layers include {sorted(types)}", "a cache for non-attention layers"
+        experts = next((getattr(c, k) for k in EXPERT_COUNT_KEYS if getattr(c, k, None)), None)
+        if experts:
+            # Qwen2/3-MoE, gpt-oss, MiniMax-M2 in transformers 5.24: their experts run through
+            # torch.ops.transformers.grouped_mm_fallback, which torch.onnx cannot convert
+            return (
+                f"its MLPs route each token to {getattr(c, 'num_experts_per_tok', '?')} of "
+                f"{experts} experts (a mixture of experts; torch.onnx has no conversion for "
+                "transformers' grouped expert matmul)",
+                "an expert MLP the body export can trace",
+            )
         emb = self.token_embedding()
         scale = self.embedding_scale()
         if scale is None and type(emb) is not torch.nn.Embedding:

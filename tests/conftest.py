@@ -134,6 +134,18 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
     "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.5, "pad_token_id": 0}),
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {"partial_rotary_factor": 0.25}),
     "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", {"sliding_window": None}),
+    # Nemotron (Minitron, Nemotron-Mini): LayerNorm with 1 + w, squared-ReLU MLP without a
+    # gate, partial rotary (0.5 by default), untied head
+    "nemotron": (
+        "NemotronConfig",
+        "NemotronForCausalLM",
+        {"pad_token_id": 0, "tie_word_embeddings": False},
+    ),
+    # Bloom (ALiBi positions, fused per-head qkv, an embedding LayerNorm) and Falcon-7B's
+    # layout (multi-query: one KV head, parallel attention + MLP); neither config has
+    # num_key_value_heads
+    "bloom": ("BloomConfig", "BloomForCausalLM", {"num_key_value_heads": None}),
+    "falcon": ("FalconConfig", "FalconForCausalLM", {"num_key_value_heads": None}),
     "phi": (
         "PhiConfig",
         "PhiForCausalLM",
@@ -160,7 +172,7 @@ def build_checkpoint(folder: Path, family: str, seed: int = 0, **overrides) -> P
     base = {} if family == "gpt2" else dict(_LLAMA_LIKE)
     kwargs = {**base, **extra, **overrides}
     config = getattr(transformers, config_name)(
-        initializer_range=SHARP_INIT,
+        initializer_range=kwargs.pop("initializer_range", SHARP_INIT),
         vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
         bos_token_id=0,
         eos_token_id=0,

@@ -29,6 +29,9 @@ GGUF_ARCH = {
     "gpt2": "gpt2",
     "stablelm": "stablelm",
     "starcoder2": "starcoder2",
+    "nemotron": "nemotron",
+    "bloom": "bloom",
+    "falcon": "falcon",
 }
 
 
@@ -75,6 +78,8 @@ def write_gguf(
         if tied and name == "lm_head.weight":
             continue
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None and name.startswith("transformer."):  # as llama.cpp's Bloom converter
+            target = names.get_name(name[len("transformer.") :], try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ValueError(f"no GGUF name for {name}")
         w = tensor.detach().float().numpy()
@@ -104,12 +109,14 @@ def _add_llama_cpp_keys(writer, arch: str, config, written: set[str]) -> None:
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
-    if arch == "phi3":
+    if arch in ("phi3", "nemotron"):
         rotary = config.rope_parameters.get("partial_rotary_factor", 1.0)
-        heads = config.num_attention_heads
-        writer.add_rope_dimension_count(int(rotary * config.hidden_size // heads))
-        if config.sliding_window:
-            writer.add_sliding_window(config.sliding_window)
+        head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        writer.add_rope_dimension_count(int(rotary * head_dim))
+    if arch == "phi3" and config.sliding_window:
+        writer.add_sliding_window(config.sliding_window)
 
 
 def _as_llama_cpp_writes(w: np.ndarray, target: str, arch: str, config) -> np.ndarray:
@@ -121,8 +128,13 @@ def _as_llama_cpp_writes(w: np.ndarray, target: str, arch: str, config) -> np.nd
             .swapaxes(1, 2)
             .reshape(w.shape)
         )
-    if arch.startswith("gemma") and "norm.weight" in target:
-        return w + 1  # Gemma's RMSNorm scales by 1 + w; llama.cpp stores the factor
+    if arch == "bloom" and ".attn_qkv." in target:  # per head (q, k, v) -> all q, all k, all v
+        heads = config.num_attention_heads
+        return w.reshape(heads, 3, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+    if (arch.startswith("gemma") or arch == "nemotron") and "norm.weight" in target:
+        return (
+            w + 1
+        )  # Gemma's RMSNorm, Nemotron's LayerNorm1P scale by 1 + w; llama.cpp stores the factor
     return w
 
 

@@ -216,7 +216,8 @@ def test_failure_leaves_out_dir_untouched(tiny_gpt2, tmp_path, monkeypatch):
 def test_failed_verification_is_an_error(tiny_gpt2, tmp_path, monkeypatch):
     import tensorgpt.export.verify as verify
 
-    monkeypatch.setattr(verify, "FP32_TOLERANCE", -1.0)  # no real file can pass this
+    monkeypatch.setattr(verify, "FP32_TOLERANCE", -1.0)  # no real file can pass these
+    monkeypatch.setattr(verify, "FP32_RELATIVE", -1.0)
     code = cli_main(["export", str(tiny_gpt2), str(tmp_path / "out")])
     assert code == 2
     assert not (tmp_path / "out").exists()

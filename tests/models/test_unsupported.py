@@ -86,3 +86,32 @@ def test_quirk_free_families_take_the_generic_adapter(family):
     adapter = adapter_for(_tiny(family))
     assert type(adapter) is GenericAdapter
     assert adapter.embedding_scale() is None and not adapter.head_quirks().active()
+
+
+@pytest.mark.parametrize(
+    "config_name, model_name",
+    [
+        ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
+        ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
+        ("GptOssConfig", "GptOssForCausalLM"),
+    ],
+)
+def test_mixture_of_experts_names_what_it_needs(config_name, model_name):
+    """MoE families transformers reads from GGUF: refused before tracing (torch.onnx would
+    stop deep in its converter on the grouped expert matmul)."""
+    config = getattr(transformers, config_name)(
+        **TINY, num_experts=4, num_local_experts=4, num_experts_per_tok=2
+    )
+    message = _one_line_error(getattr(transformers, model_name)(config))
+    assert model_name in message and "2 of 4 experts" in message, message
+    assert f"tensorgpt/models/{config.model_type}.py" in message, message
+
+
+def test_layers_of_different_attention_shapes_are_named():
+    """Gemma 4: full-attention layers use a wider head (global_head_dim) than sliding ones."""
+    config = transformers.Gemma4TextConfig(
+        **TINY, head_dim=16, global_head_dim=32, layer_types=["sliding_attention", "full_attention"]
+    )
+    message = _one_line_error(transformers.Gemma4ForCausalLM(config))
+    assert "[(16, 1), (32, 1)]" in message and "per-layer KV cache shapes" in message, message
+    assert "tensorgpt/models/gemma4_text.py" in message, message
