@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from tensorgpt.models import GenericAdapter, adapter_for
+from tensorgpt.models.generic import unloadable
 from tests.conftest import FAMILIES, SHARP_INIT
 
 # in-memory configs, smaller than tests/conftest.py's (nothing is exported here)
@@ -115,3 +116,32 @@ def test_layers_of_different_attention_shapes_are_named():
     message = _one_line_error(transformers.Gemma4ForCausalLM(config))
     assert "[(16, 1), (32, 1)]" in message and "per-layer KV cache shapes" in message, message
     assert "tensorgpt/models/gemma4_text.py" in message, message
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        # T5 / UMT5, which transformers also reads from GGUF
+        (
+            {
+                "model_type": "t5",
+                "architectures": ["T5ForConditionalGeneration"],
+                "is_encoder_decoder": True,
+            },
+            ["T5ForConditionalGeneration", "encoder-decoder", "decoder-only causal LM"],
+        ),
+        # a GGUF's `deci`: transformers reads its config keys but has no class for it
+        ({"model_type": "deci"}, ["'deci'", "no model class", "tensorgpt/models/deci.py"]),
+        ({"model_type": "vit", "architectures": ["ViTModel"]}, ["ViTModel", "no causal-LM class"]),
+    ],
+)
+def test_what_transformers_cannot_build_as_a_causal_lm_is_named(config, words):
+    message = unloadable(config)
+    assert message is not None and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_causal_lm_configs_pass_the_loadability_check():
+    for family in ("llama", "gemma3", "gpt2", "phi3"):
+        assert unloadable(_tiny(family).config.to_dict()) is None, family
