@@ -68,6 +68,29 @@ def test_non_attention_layers_name_the_cache_they_need():
     assert "tensorgpt/models/lfm2.py" in message
 
 
+@pytest.mark.parametrize(
+    "model_name, config, what",
+    [
+        (
+            "MambaForCausalLM",
+            dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=4),
+            "no num_attention_heads",
+        ),
+        (
+            "RecurrentGemmaForCausalLM",
+            dict(**TINY, lru_width=32),
+            "['linear_attention']",
+        ),
+    ],
+)
+def test_state_space_and_recurrent_models_name_the_cache_they_need(model_name, config, what):
+    config_name = model_name.replace("ForCausalLM", "Config")
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**config))
+    message = _one_line_error(model)
+    assert what in message and "cache for non-attention layers" in message, message
+    assert f"tensorgpt/models/{model.config.model_type}.py" in message, message
+
+
 def test_registered_adapter_with_a_wrong_scale_is_refused():
     from tensorgpt.models.gemma import GemmaAdapter
 
@@ -95,6 +118,7 @@ def test_quirk_free_families_take_the_generic_adapter(family):
         ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
         ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
         ("GptOssConfig", "GptOssForCausalLM"),
+        ("MiniMaxM2Config", "MiniMaxM2ForCausalLM"),
     ],
 )
 def test_mixture_of_experts_names_what_it_needs(config_name, model_name):
