@@ -102,6 +102,19 @@ def test_encoder_decoder_model_is_refused(tmp_path, capsys, stream):
     assert not (tmp_path / "out").exists()
 
 
+def test_packed_runtime_names_the_hooks_it_lacks(tmp_path, capsys):
+    """export/packed/ does not apply the embedding scale or logit hooks yet: Gemma is refused."""
+    from tests.conftest import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path / "gemma", "gemma")
+    args = [str(ckpt), str(tmp_path / "out"), "--quantize", "q4", "--runtime", "packed"]
+    code, err = _run(args, capsys)
+    _assert_one_line_error(
+        code, err, "--runtime packed does not support GemmaForCausalLM", "embedding scale"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_gguf_architecture_without_a_transformers_class_is_refused(tmp_path, capsys):
     """transformers' GGUF reader maps `deci` config keys but has no model class for it."""
     gguf = _tiny_gguf(tmp_path / "deci.gguf", arch="deci")
@@ -246,6 +259,7 @@ def _tiny_gguf(path: Path, arch: str = "llama") -> Path:
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(path), arch)
+    writer.add_vocab_size(64)  # else transformers logs a warning while reading the config
     writer.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
