@@ -193,7 +193,7 @@ def unloadable(config: dict) -> str | None:
     multi-line list of every class it knows, before any adapter is consulted.
     """
     import transformers
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING, CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     model_type = config.get("model_type")
@@ -213,7 +213,10 @@ def unloadable(config: dict) -> str | None:
             f"AutoModelForCausalLM, and an adapter file (tensorgpt/models/{model_type}.py) only "
             "adds hooks to such a class"
         )
-    if config.get("is_encoder_decoder"):
+    encoder_decoder = config.get("is_encoder_decoder")
+    if encoder_decoder is None:  # a GGUF's config (t5, umt5) leaves it to the class default
+        encoder_decoder = CONFIG_MAPPING[model_type]().is_encoder_decoder
+    if encoder_decoder:
         return (
             f"{head}: it is an encoder-decoder model; it needs a decoder-only causal LM "
             "(tensorgpt exports one decoder with a KV cache: no adapter file can add an encoder)"

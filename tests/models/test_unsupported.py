@@ -154,6 +154,8 @@ def test_layers_of_different_attention_shapes_are_named():
             },
             ["T5ForConditionalGeneration", "encoder-decoder", "decoder-only causal LM"],
         ),
+        # as transformers reads a T5 GGUF: no is_encoder_decoder key, the class default says it
+        ({"model_type": "umt5"}, ["'umt5'", "encoder-decoder"]),
         # a GGUF's `deci`: transformers reads its config keys but has no class for it
         ({"model_type": "deci"}, ["'deci'", "no model class", "tensorgpt/models/deci.py"]),
         ({"model_type": "vit", "architectures": ["ViTModel"]}, ["ViTModel", "no causal-LM class"]),
