@@ -75,13 +75,21 @@ def main() -> None:
     ap.add_argument("--work", help="folder for the checkpoint and exports (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    if unknown := sorted(set(methods) - set(METHODS)):
+        ap.error(f"unknown methods {unknown}; choose from {','.join(METHODS)}")
+    if any("--calib-text" in METHODS[m] for m in methods) and not CALIB.is_file():
+        # said before the checkpoint is built, not after it by each tc export
+        ap.error(
+            f"{CALIB} not found: set TENSORGPT_DATA to the folder holding wikitext-2 valid.txt"
+        )
     with tempfile.TemporaryDirectory(prefix="large-vocab-") as tmp:
         work = Path(args.work or tmp)
         ckpt = work / f"ckpt-{args.shape}"
         if not (ckpt / "config.json").is_file():
             build(args.shape, ckpt)
         rows = {}
-        for method in args.methods.split(","):
+        for method in methods:
             rows[method] = run_export(ckpt, work / f"out-{method}", METHODS[method])
             print(method, json.dumps(rows[method]), flush=True)
             if not args.work:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,9 @@ def resolve(source: str) -> tuple[str, str | None]:
 def load(source: str) -> LoadedModel:
     """Load model and tokenizer in float32; a hub id works where the hub or its cache is reachable."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+    from tensorgpt.models.generic import unloadable
 
     where, gguf_file = resolve(source)
     overrides: dict[str, Any] = {}
@@ -84,14 +88,17 @@ def load(source: str) -> LoadedModel:
     if not Path(where).is_dir() and not _hub_reachable():
         # Without this, huggingface_hub retries for most of a minute before giving up.
         kwargs["local_files_only"] = True
-    try:
+    with _reading(source):
+        raw = PretrainedConfig.get_config_dict(where, **kwargs)[0]
+    # a class transformers cannot build as a causal LM, in one line (models/generic.py)
+    if (refusal := unloadable(raw)) is not None:
+        raise ValueError(refusal)
+    with _reading(source):
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         if overrides:  # fields transformers' GGUF reader drops (export/gguf_config.py)
             kwargs["config"] = AutoConfig.from_pretrained(where, **kwargs)
             apply_overrides(kwargs["config"], overrides)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
-    except Exception as exc:  # noqa: BLE001  (transformers raises many types for a bad checkpoint)
-        raise ValueError(f"could not load model '{source}': {_one_line(exc)}") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             f"model '{source}' has no fast tokenizer (tokenizer.json); the runtime needs one"
@@ -101,6 +108,15 @@ def load(source: str) -> LoadedModel:
     # A local path is recorded normalized (same folder, same bytes); a hub id as given.
     stored = stored_path(source) if Path(source).expanduser().exists() else source
     return LoadedModel(model=model, tokenizer=tokenizer, source=stored, resolved=resolved)
+
+
+@contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """Any failure to read the checkpoint as one line naming what the user passed."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001  (transformers raises many types for a bad checkpoint)
+        raise ValueError(f"could not load model '{source}': {_one_line(exc)}") from exc
 
 
 def check_gguf(path: Path) -> Any:

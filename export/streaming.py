@@ -197,15 +197,22 @@ def skeleton_adapter(model):
 
 def export_streaming(source: str, out_dir: Path, spec: CompressionSpec, quantize: str, log) -> dict:
     """The whole `--stream` export into `out_dir` (caller holds the OUT_DIR lock)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
     from tensorgpt.export.exporter import VerificationError
     from tensorgpt.export.load import LoadedModel
     from tensorgpt.export.q4_source import rerounded_lines
     from tensorgpt.export.verify_layers import verify_layers
+    from tensorgpt.models.generic import unloadable
 
     started = time.perf_counter()
     folder = check_streamable(source, spec, quantize, "portable")
+    try:
+        raw = PretrainedConfig.get_config_dict(str(folder))[0]
+    except Exception as exc:  # noqa: BLE001  (transformers raises many types)
+        raise ValueError(f"could not read {folder}'s config: {exc}") from exc
+    if (refusal := unloadable(raw)) is not None:  # before from_config's list of every class
+        raise ValueError(refusal)
     try:
         config = AutoConfig.from_pretrained(str(folder))
         tokenizer = AutoTokenizer.from_pretrained(str(folder))

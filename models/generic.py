@@ -184,6 +184,49 @@ class GenericAdapter(ModelAdapter):
         return None
 
 
+def unloadable(config: dict) -> str | None:
+    """The one-line refusal for a checkpoint transformers cannot build as a causal LM, from its
+    raw config (config.json or a GGUF's metadata as transformers reads it), or None.
+
+    Every model is loaded through `AutoModelForCausalLM`; without this check an encoder-decoder
+    (T5) or a model type transformers has no class for (GGUF `deci`) ends in transformers'
+    multi-line list of every class it knows, before any adapter is consulted.
+    """
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING, CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if not model_type or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    name = (config.get("architectures") or [None])[0]  # a GGUF's config names no class
+    head = (
+        f"unsupported architecture {name} (model type '{model_type}')"
+        if name
+        else f"unsupported architecture '{model_type}'"
+    )
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return (
+            f"{head}: transformers {transformers.__version__} has no model class for model type "
+            f"'{model_type}' (it reads such a GGUF's config, not its model); it needs a "
+            "transformers causal-LM class: tensorgpt loads every model through "
+            f"AutoModelForCausalLM, and an adapter file (tensorgpt/models/{model_type}.py) only "
+            "adds hooks to such a class"
+        )
+    encoder_decoder = config.get("is_encoder_decoder")
+    if encoder_decoder is None:  # a GGUF's config (t5, umt5) leaves it to the class default
+        encoder_decoder = CONFIG_MAPPING[model_type]().is_encoder_decoder
+    if encoder_decoder:
+        return (
+            f"{head}: it is an encoder-decoder model; it needs a decoder-only causal LM "
+            "(tensorgpt exports one decoder with a KV cache: no adapter file can add an encoder)"
+        )
+    return (
+        f"{head}: transformers has no causal-LM class for it (AutoModelForCausalLM); "
+        "it needs a decoder-only causal LM"
+    )
+
+
 def _rope_value(config, key: str):
     params = getattr(config, "rope_parameters", None) or {}
     if isinstance(params, dict) and key in params:

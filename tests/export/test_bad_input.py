@@ -89,6 +89,40 @@ def test_unsupported_architecture(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_encoder_decoder_model_is_refused(tmp_path, capsys, stream):
+    """T5: no causal-LM class in transformers, so no adapter can help; said in one line
+    instead of transformers' list of every class it knows."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
+    T5ForConditionalGeneration(config).save_pretrained(str(tmp_path / "t5"))
+    code, err = _run([str(tmp_path / "t5"), str(tmp_path / "out"), *stream], capsys)
+    _assert_one_line_error(code, err, "T5ForConditionalGeneration", "encoder-decoder")
+    assert not (tmp_path / "out").exists()
+
+
+def test_packed_runtime_names_the_hooks_it_lacks(tmp_path, capsys):
+    """export/packed/ does not apply the embedding scale or logit hooks yet: Gemma is refused."""
+    from tests.conftest import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path / "gemma", "gemma")
+    args = [str(ckpt), str(tmp_path / "out"), "--quantize", "q4", "--runtime", "packed"]
+    code, err = _run(args, capsys)
+    _assert_one_line_error(
+        code, err, "--runtime packed does not support GemmaForCausalLM", "embedding scale"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_gguf_architecture_without_a_transformers_class_is_refused(tmp_path, capsys):
+    """transformers' GGUF reader maps `deci` config keys but has no model class for it."""
+    gguf = _tiny_gguf(tmp_path / "deci.gguf", arch="deci")
+    code, err = _run([str(gguf), str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "'deci'", "no model class", "AutoModelForCausalLM")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -220,11 +254,12 @@ def test_tc_on_a_model_with_a_short_context(tiny_gpt2, tmp_path, capsys):
     assert (out / "model.onnx").is_file()
 
 
-def _tiny_gguf(path: Path) -> Path:
+def _tiny_gguf(path: Path, arch: str = "llama") -> Path:
     import numpy as np
     from gguf import GGUFWriter
 
-    writer = GGUFWriter(str(path), "llama")
+    writer = GGUFWriter(str(path), arch)
+    writer.add_vocab_size(64)  # else transformers logs a warning while reading the config
     writer.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

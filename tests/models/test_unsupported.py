@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from tensorgpt.models import GenericAdapter, adapter_for
+from tensorgpt.models.generic import unloadable
 from tests.conftest import FAMILIES, SHARP_INIT
 
 # in-memory configs, smaller than tests/conftest.py's (nothing is exported here)
@@ -67,6 +68,29 @@ def test_non_attention_layers_name_the_cache_they_need():
     assert "tensorgpt/models/lfm2.py" in message
 
 
+@pytest.mark.parametrize(
+    "model_name, config, what",
+    [
+        (
+            "MambaForCausalLM",
+            dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=4),
+            "no num_attention_heads",
+        ),
+        (
+            "RecurrentGemmaForCausalLM",
+            dict(**TINY, lru_width=32),
+            "['linear_attention']",
+        ),
+    ],
+)
+def test_state_space_and_recurrent_models_name_the_cache_they_need(model_name, config, what):
+    config_name = model_name.replace("ForCausalLM", "Config")
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**config))
+    message = _one_line_error(model)
+    assert what in message and "cache for non-attention layers" in message, message
+    assert f"tensorgpt/models/{model.config.model_type}.py" in message, message
+
+
 def test_registered_adapter_with_a_wrong_scale_is_refused():
     from tensorgpt.models.gemma import GemmaAdapter
 
@@ -94,6 +118,7 @@ def test_quirk_free_families_take_the_generic_adapter(family):
         ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
         ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
         ("GptOssConfig", "GptOssForCausalLM"),
+        ("MiniMaxM2Config", "MiniMaxM2ForCausalLM"),
     ],
 )
 def test_mixture_of_experts_names_what_it_needs(config_name, model_name):
@@ -115,3 +140,34 @@ def test_layers_of_different_attention_shapes_are_named():
     message = _one_line_error(transformers.Gemma4ForCausalLM(config))
     assert "[(16, 1), (32, 1)]" in message and "per-layer KV cache shapes" in message, message
     assert "tensorgpt/models/gemma4_text.py" in message, message
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        # T5 / UMT5, which transformers also reads from GGUF
+        (
+            {
+                "model_type": "t5",
+                "architectures": ["T5ForConditionalGeneration"],
+                "is_encoder_decoder": True,
+            },
+            ["T5ForConditionalGeneration", "encoder-decoder", "decoder-only causal LM"],
+        ),
+        # as transformers reads a T5 GGUF: no is_encoder_decoder key, the class default says it
+        ({"model_type": "umt5"}, ["'umt5'", "encoder-decoder"]),
+        # a GGUF's `deci`: transformers reads its config keys but has no class for it
+        ({"model_type": "deci"}, ["'deci'", "no model class", "tensorgpt/models/deci.py"]),
+        ({"model_type": "vit", "architectures": ["ViTModel"]}, ["ViTModel", "no causal-LM class"]),
+    ],
+)
+def test_what_transformers_cannot_build_as_a_causal_lm_is_named(config, words):
+    message = unloadable(config)
+    assert message is not None and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_causal_lm_configs_pass_the_loadability_check():
+    for family in ("llama", "gemma3", "gpt2", "phi3"):
+        assert unloadable(_tiny(family).config.to_dict()) is None, family
