@@ -81,9 +81,10 @@ class CheckpointTensors:
     def shape(self, key: str) -> tuple[int, ...]:
         return self._entries[key][2]
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The stored tensor as numpy, floats as float32 (bf16 / fp16 widened exactly, as
-        `from_pretrained(dtype=torch.float32)` does).
+        `from_pretrained(dtype=torch.float32)` does); start, stop: only those rows (first axis)
+        are read (the parity check's table rows and head chunks, export/verify_rows.py).
 
         Read with plain file reads, not a memory map (safetensors' safe_open): the pages of
         a mapped file that were read stay in the process's resident set, so after a whole
@@ -93,6 +94,14 @@ class CheckpointTensors:
         count = nbytes // stored.itemsize
         if count != int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"{path}: tensor {key} holds {nbytes} bytes for shape {list(shape)}")
+        rows = shape[0] if shape else 1
+        stop = rows if stop is None else stop
+        if not 0 <= start <= stop <= rows:
+            raise ValueError(f"{key}: rows {start}..{stop} outside its {rows} rows")
+        if (start, stop) != (0, rows):
+            per_row = count // rows if rows else 0
+            offset += start * per_row * stored.itemsize
+            count, shape = (stop - start) * per_row, (stop - start, *shape[1:])
         values = np.fromfile(path, dtype=stored, count=count, offset=offset).reshape(shape)
         if dtype == "BF16":  # the top 16 bits of a float32, shifted in place: `astype(...)
             # << 16` would hold a second uint32 copy (2.2 GB more for a 7B model's table)
