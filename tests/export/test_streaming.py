@@ -149,13 +149,17 @@ def test_model_free_calibration_keeps_the_counts_rule(tiny_llama):
     assert np.allclose(prior, tokenizer_prior(vocab))
 
 
-def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
-    """As from_pretrained(dtype=float32) does; bf16 is widened in place (one uint32 copy)."""
+def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path, monkeypatch):
+    """As from_pretrained(dtype=float32) does; bf16 is read in chunks (10 values here) into
+    the float32 array and widened in place (no second copy)."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
 
+    from tensorgpt.export import checkpoint_tensors
     from tensorgpt.export.checkpoint_tensors import CheckpointTensors
+
+    monkeypatch.setattr(checkpoint_tensors, "BF16_CHUNK", 10)
 
     values = torch.randn(33, 7, generator=torch.Generator().manual_seed(0))
     stored = {"b": values.to(torch.bfloat16), "h": values.to(torch.float16)}
