@@ -84,6 +84,9 @@ def _wrap(module: str, attribute: str, started: float) -> None:
 
 def main() -> int:
     started = time.perf_counter()
+    from tensorgpt.export.methods import method_names
+
+    method_names()  # the registry finds every method before one of its modules is wrapped
     for module, attribute in PHASES:
         _wrap(module, attribute, started)
     for module, name, source in REBIND:

@@ -239,6 +239,12 @@ def main() -> None:
     ap.add_argument("--work", help="folder for checkpoints and exports (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints (with --work)")
     ap.add_argument(
+        "--keep-exports",
+        action="store_true",
+        help="keep the exported folders too (with --work), e.g. to compare them with another "
+        "branch's byte for byte",
+    )
+    ap.add_argument(
         "--layers",
         type=int,
         help="keep only this many layers of each shape: with 2, a --stream export's layer "
@@ -287,7 +293,7 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                 if len(outs) == 2 and all((o / "model.onnx").is_file() for o in outs):
                     print(f"{shape} {variant}: same graph and tensors: {same_content(*outs)}")
-                for out in outs:
+                for out in [] if args.keep_exports else outs:
                     shutil.rmtree(out, ignore_errors=True)
             if not args.keep:
                 shutil.rmtree(ckpt, ignore_errors=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SINGLE_FILE = "model.safetensors"
+BF16_CHUNK = 1 << 24  # bf16 values read at a time (32 MB) into a widened tensor
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -81,9 +82,10 @@ class CheckpointTensors:
     def shape(self, key: str) -> tuple[int, ...]:
         return self._entries[key][2]
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The stored tensor as numpy, floats as float32 (bf16 / fp16 widened exactly, as
-        `from_pretrained(dtype=torch.float32)` does).
+        `from_pretrained(dtype=torch.float32)` does); start, stop: only those rows (first axis)
+        are read (the parity check's table rows and head chunks, export/verify_rows.py).
 
         Read with plain file reads, not a memory map (safetensors' safe_open): the pages of
         a mapped file that were read stay in the process's resident set, so after a whole
@@ -93,13 +95,26 @@ class CheckpointTensors:
         count = nbytes // stored.itemsize
         if count != int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"{path}: tensor {key} holds {nbytes} bytes for shape {list(shape)}")
-        values = np.fromfile(path, dtype=stored, count=count, offset=offset).reshape(shape)
-        if dtype == "BF16":  # the top 16 bits of a float32, shifted in place: `astype(...)
-            # << 16` would hold a second uint32 copy (2.2 GB more for a 7B model's table)
-            wide = values.astype(np.uint32)
-            del values
+        rows = shape[0] if shape else 1
+        stop = rows if stop is None else stop
+        if not 0 <= start <= stop <= rows:
+            raise ValueError(f"{key}: rows {start}..{stop} outside its {rows} rows")
+        if (start, stop) != (0, rows):
+            per_row = count // rows if rows else 0
+            offset += start * per_row * stored.itemsize
+            count, shape = (stop - start) * per_row, (stop - start, *shape[1:])
+        if dtype == "BF16":  # the top 16 bits of a float32: read in chunks into the float32
+            # array and shifted in place (the whole bf16 tensor beside it, or `astype(...) <<
+            # 16`, would hold 1.1 or 2.2 GB more for a 7B model's table)
+            wide = np.empty(count, dtype=np.uint32)
+            for first in range(0, count, BF16_CHUNK):
+                n = min(BF16_CHUNK, count - first)
+                wide[first : first + n] = np.fromfile(
+                    path, dtype=stored, count=n, offset=offset + 2 * first
+                )
             wide <<= 16
-            return wide.view(np.float32)
+            return wide.view(np.float32).reshape(shape)
+        values = np.fromfile(path, dtype=stored, count=count, offset=offset).reshape(shape)
         if stored.kind == "f" and stored != np.float32:
             return values.astype(np.float32)
         return values

@@ -102,7 +102,7 @@ def compress_embedding(
     if method.measures_reconstruction:
         from tensorgpt.tt_ops.metrics import table_metrics
 
-        metrics = table_metrics(table, graph.decoded())
+        metrics = table_metrics(table, graph.dense_rows)  # chunk by chunk
         info["reconstruction"] = {k: float(v) for k, v in metrics.items()}
     return graph, info
 

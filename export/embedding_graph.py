@@ -58,6 +58,12 @@ class EmbeddingGraph:
         """Compute the (V, D) float32 table the graph rebuilds (subclasses say how)."""
         raise NotImplementedError
 
+    def dense_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 of `dense()`, (stop - start, D) float32. Default: a slice of
+        `decoded()`; a format that can decode a slice alone overrides it, so the metrics
+        of a large table never need the whole decoded table (export/compress.py)."""
+        return self.decoded()[start:stop]
+
     def logit_fix(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(scale, bias), each (V,) float16 or None: a tied head's logits become
         logits * scale + (1 - scale) * class_logits + bias (a correction for the table's

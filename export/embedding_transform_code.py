@@ -76,13 +76,29 @@ class TransformCodedEmbedding(EmbeddingGraph):
             raise ValueError(f"transform code: at most 16 classes, got {code.n_classes}")
         self.code = code
         self.vocab_size, self.dim = code.vocab_size, code.dim
+        # rows(): decode only the gathered rows (steps 4-5 after the Gather) instead of
+        # gathering from the decoded table. The streaming layer check of an untied head sets
+        # it (export/verify_layers.py): its session does not fold the decode, so the default
+        # would decode the whole table at every step (a 7B table: 3 x 2.2 GB).
+        self.rows_from_codes = False
         self._table: str | None = None
         self._layout_names: list | None = None
         self._table_names: tuple[str, str, int] | None = None
         self._code_names: tuple[str, str] | None = None
 
     def rows(self, b: GraphBuilder, ids: str) -> str:
-        return b.op("Gather", [self.table(b), ids], axis=0)
+        if not self.rows_from_codes:
+            return b.op("Gather", [self.table(b), ids], axis=0)
+        codes, class_ids = self._codes(b)
+        flat = b.op("Reshape", [ids, b.ints("flat", [-1])])
+        rows = self._decode(
+            b,
+            b.op("Gather", [codes, flat], axis=0),
+            b.op("Gather", [class_ids, flat], axis=0),
+            self._tables(b),
+        )  # (n, D)
+        shape = b.op("Concat", [b.op("Shape", [ids]), b.ints(f"dim{self.dim}", [self.dim])], axis=0)
+        return b.op("Reshape", [rows, shape])
 
     def table(self, b: GraphBuilder) -> str:
         if self._table is None:
@@ -91,6 +107,10 @@ class TransformCodedEmbedding(EmbeddingGraph):
 
     def dense(self) -> np.ndarray:
         return self.code.decode().astype(np.float32)
+
+    def dense_rows(self, start: int, stop: int) -> np.ndarray:
+        # rows from their own codes: the metrics never hold the whole decoded table
+        return self.code.decode_rows(start, stop)
 
     def table_rows(self, b: GraphBuilder, start: int, stop: int, after: str = "") -> str:
         """Rows start..stop-1: steps 4-5 on a row slice of the uint8 codes (the only (V, .)

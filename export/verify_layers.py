@@ -73,6 +73,7 @@ def verify_layers(
     work = stage / ".verify"
     work.mkdir()
     decoded: dict = {}
+    check_table = _check_table(built)
     try:
         small = build_file(
             folder,
@@ -84,7 +85,7 @@ def verify_layers(
             tokenizer,
             lambda params: LayerSubset(params, layers),
             keep_decoded=decoded,
-            table=(built["embedding"], built["embedding_info"]),
+            table=(check_table, built["embedding_info"]),
         )
         coded = None if spec.method == "none" else small["embedding"]
         model = skeleton(sub)  # the traced one's buffers were moved to the meta device
@@ -94,8 +95,11 @@ def verify_layers(
         )
         prefix = module_name(model, adapter.decoder_body()) + "."
         table = adapter.token_embedding().weight
+        untied = [] if small["tied"] else [table, *adapter.lm_head().parameters()]
         for name, param in list(model.named_parameters()):
             local = name[len(prefix) :] if name.startswith(prefix) else None
+            if any(param is p for p in untied):  # rows on demand, head in chunks (below)
+                continue
             if local in decoded:  # q4: the decoded weight instead of the stored one
                 values = np.ascontiguousarray(decoded.pop(local))
             elif param is table and coded is not None:  # a table method: the decoded table
@@ -106,12 +110,14 @@ def verify_layers(
             del values
         if small["tied"]:
             model.tie_weights()
+        else:
+            _rows_and_head(model, adapter, params, coded)
         if decoded:
             raise RuntimeError(f"decoded weights of no parameter: {sorted(decoded)[:3]}")
         ids, logits, tokens = torch_reference(model, adapter, tokenizer)
         shape = adapter.shape()
         # PyTorch's copy goes before onnxruntime loads
-        del model, adapter, decoded, small, coded, table
+        del model, adapter, decoded, small, coded, table, untied
         gc.collect()
         # no constant folding: its pass would hold every decoded weight and table at once
         report = compare_with_onnx(
@@ -125,4 +131,49 @@ def verify_layers(
         if whole
         else f"layers {layers[0]} and {layers[-1]} of {total}, with the embedding and head"
     )
+    if getattr(check_table, "rows_from_codes", False):
+        report["checked"] += " (the table's rows decoded from their codes where looked up)"
     return report
+
+
+def _check_table(built: dict):
+    """The file's coded table for the check's file; with an untied head, a transform code
+    decodes only the looked-up rows there (`rows_from_codes`: the same codes and decode ops,
+    the Gather moved before them), as the check's session would otherwise decode the whole
+    table at each step. A tied head's logits need the whole table: the same graph as the file."""
+    table = built["embedding"].fresh()
+    if not built["tied"] and hasattr(table, "rows_from_codes"):
+        table.rows_from_codes = True
+    return table
+
+
+def _rows_and_head(model, adapter, params: ParameterMap, coded) -> None:
+    """An untied head's check holds neither table nor head (export/verify_rows.py): the
+    embedding makes the rows of the check's tokens when first looked up (a table method
+    decodes them from its code, `none` reads them), the head is read in chunks of rows."""
+    from tensorgpt.export.verify_rows import ChunkedHead, RowsOnDemand
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    embedding, head = adapter.token_embedding(), adapter.lm_head()
+    table_key = params.key(names[id(embedding.weight)], tuple(embedding.weight.shape))
+    head_key = params.key(names[id(head.weight)], tuple(head.weight.shape))
+    if coded is None:
+
+        def row(i: int) -> np.ndarray:
+            return params.tensors.read(table_key, i, i + 1)[0]
+
+    else:
+
+        def row(i: int) -> np.ndarray:
+            return coded.dense_rows(i, i + 1)[0]
+
+    bias = getattr(head, "bias", None)
+    if bias is not None:
+        bias = params.tensors.read(params.key(names[id(bias)], tuple(bias.shape)))
+    vocab, dim = head.weight.shape
+    RowsOnDemand(embedding, row)
+    model.set_output_embeddings(
+        ChunkedHead(
+            lambda start, stop: params.tensors.read(head_key, start, stop), vocab, dim, bias
+        )
+    )

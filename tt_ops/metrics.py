@@ -14,24 +14,45 @@ Everything is accumulated in float64, chunk by chunk (no float64 copy of the who
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .validation import check_table
 
 
 def table_metrics(
-    original: np.ndarray, reconstructed: np.ndarray, chunk_rows: int = 8192
+    original: np.ndarray,
+    reconstructed: np.ndarray | Callable[[int, int], np.ndarray],
+    chunk_rows: int = 8192,
 ) -> dict[str, float]:
-    """Errors of `reconstructed` against `original`, both (V, D): see the module docstring."""
+    """Errors of `reconstructed` against `original`, both (V, D): see the module docstring.
+
+    reconstructed: the (V, D) array, or a function (start, stop) -> its rows start..stop-1,
+    called chunk by chunk in row order, so a decoded table need never exist whole (the same
+    numbers as the array: the same chunks are summed in the same order)."""
     x = check_table(original, "original")
-    y = check_table(reconstructed, "reconstructed")
-    if x.shape != y.shape:
-        raise ValueError(f"reconstructed has shape {y.shape}, original has shape {x.shape}")
+    if callable(reconstructed):
+        rows = reconstructed
+    else:
+        y = check_table(reconstructed, "reconstructed")
+        if x.shape != y.shape:
+            raise ValueError(f"reconstructed has shape {y.shape}, original has shape {x.shape}")
+
+        def rows(start: int, stop: int) -> np.ndarray:
+            return y[start:stop]
+
     abs_sum = sq_err = sq_orig = max_abs = 0.0
     row_rel = []
     for s in range(0, x.shape[0], chunk_rows):
         xs = x[s : s + chunk_rows].astype(np.float64)
-        err = xs - y[s : s + chunk_rows]
+        ys = rows(s, s + len(xs))
+        if ys.shape != xs.shape or not np.isfinite(ys).all():
+            raise ValueError(
+                f"reconstructed rows {s}..{s + len(xs) - 1}: expected finite values of shape "
+                f"{xs.shape}, got {ys.shape}"
+            )
+        err = xs - ys
         abs_sum += float(np.abs(err).sum())
         max_abs = max(max_abs, float(np.abs(err).max()))
         row_err2 = np.einsum("ij,ij->i", err, err)

@@ -69,6 +69,21 @@ class CodeGroup:
             off += w
         return out.reshape(n_rows, m)
 
+    def codes_of(self, first: int, stop: int) -> np.ndarray:
+        """Codes of the class's rows first..stop-1 (positions among the class's rows), uint8
+        (stop - first, m): only the bytes of the planes that hold them are unpacked."""
+        m = len(self.axes)
+        lo, hi = first * m, stop * m  # flat value range
+        out = np.zeros(hi - lo, dtype=np.uint8)
+        off = 0
+        for w, p in self.planes:
+            per = 8 // w  # values per byte; a value never straddles two bytes
+            start = lo // per
+            values = unpack_bits(p[start : -(-hi // per)], w, hi - start * per)[lo - start * per :]
+            out |= (values << off).astype(np.uint8)
+            off += w
+        return out.reshape(stop - first, m)
+
     def nbytes(self) -> int:
         return self.axes.nbytes + self.codebook.nbytes + sum(p.nbytes for _, p in self.planes)
 
@@ -111,43 +126,61 @@ class TransformCodedTable:
     def ratio(self) -> float:
         return 4.0 * self.vocab_size * self.dim / self.nbytes()
 
-    def coefficients(self) -> np.ndarray:
-        """(V, K) float32 dequantized coefficients, already multiplied by `scale`."""
-        V, K = self.vocab_size, self.basis.shape[0]
-        y = np.zeros((V, K), dtype=np.float32)
+    def coefficients(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(stop - start, K) float32 dequantized coefficients of rows start..stop-1 (default:
+        all), already multiplied by `scale`; each value is the same whatever the range."""
+        stop = self.vocab_size if stop is None else stop
+        y = np.zeros((stop - start, self.basis.shape[0]), dtype=np.float32)
         for g in self.groups:
             rows = self.class_rows(g.cls)
-            codes = g.codes(len(rows))
-            vals = g.codebook.astype(np.float32)[codes]
+            first, last = np.searchsorted(rows, [start, stop])  # the class's rows in range
+            if first == last:
+                continue
+            vals = g.codebook.astype(np.float32)[g.codes_of(int(first), int(last))]
             vals *= self.scale[g.cls, g.axes].astype(np.float32)
-            y[np.ix_(rows, g.axes.astype(np.int64))] = vals
+            y[np.ix_(rows[first:last] - start, g.axes.astype(np.int64))] = vals
         return y
 
     def decode(self, rows=None) -> np.ndarray:
         """Decoded table (V, D) float32, or only `rows` (array of row indices).
 
-        Built in chunks of rows (the same values as one whole-table product: BLAS computes
-        each output row alone), so the peak is the coefficients and the output, not also a
-        (V, D) product and a (V, D) gathered copy of the means."""
-        y = self.coefficients()
-        cid = self.class_ids.astype(np.int64)
-        gain = None if self.row_gain is None else self.row_gain.astype(np.float32)
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.int64)
-            if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.vocab_size)):
-                raise ValueError(f"rows: expected 1-D indices in [0, {self.vocab_size})")
-            y, cid = y[rows], cid[rows]
-            gain = None if gain is None else gain[rows]
-        basis = self.basis.astype(np.float32)
-        means = self.means.astype(np.float32)
-        x = np.empty((len(y), self.dim), dtype=np.float32)
-        for s in range(0, len(y), DECODE_CHUNK_ROWS):
-            part = x[s : s + DECODE_CHUNK_ROWS]
-            np.matmul(y[s : s + DECODE_CHUNK_ROWS], basis, out=part)
-            if gain is not None:
-                part *= gain[s : s + DECODE_CHUNK_ROWS, None]
-            part += means[cid[s : s + DECODE_CHUNK_ROWS]]
+        Built in chunks of DECODE_CHUNK_ROWS rows, each from its own coefficients, so the peak
+        is the output and one chunk's coefficients (the same values as one whole-table
+        product: BLAS computes each output row alone)."""
+        if rows is None:
+            x = np.empty((self.vocab_size, self.dim), dtype=np.float32)
+            for s in range(0, self.vocab_size, DECODE_CHUNK_ROWS):
+                stop = min(s + DECODE_CHUNK_ROWS, self.vocab_size)
+                self._rows_into(x[s:stop], self.coefficients(s, stop), np.arange(s, stop))
+            return x
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.vocab_size)):
+            raise ValueError(f"rows: expected 1-D indices in [0, {self.vocab_size})")
+        # a few rows (a parity check's tokens): each row's coefficients alone
+        y = np.zeros((len(rows), self.basis.shape[0]), dtype=np.float32)
+        for i, r in enumerate(rows):
+            y[i] = self.coefficients(int(r), int(r) + 1)[0]
+        x = np.empty((len(rows), self.dim), dtype=np.float32)
+        for s in range(0, len(rows), DECODE_CHUNK_ROWS):
+            chunk = slice(s, s + DECODE_CHUNK_ROWS)
+            self._rows_into(x[chunk], y[chunk], rows[chunk])
         return x
+
+    def decode_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 of `decode()`, (stop - start, D) float32, from their own
+        coefficients (the same values when the range is a DECODE_CHUNK_ROWS chunk)."""
+        if not 0 <= start <= stop <= self.vocab_size:
+            raise ValueError(f"rows {start}..{stop}: need 0 <= start <= stop <= {self.vocab_size}")
+        x = np.empty((stop - start, self.dim), dtype=np.float32)
+        self._rows_into(x, self.coefficients(start, stop), np.arange(start, stop))
+        return x
+
+    def _rows_into(self, out: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+        """out = y @ basis, times the rows' gains, plus their class means."""
+        np.matmul(y, self.basis.astype(np.float32), out=out)
+        if self.row_gain is not None:
+            out *= self.row_gain[rows, None].astype(np.float32)
+        out += self.means.astype(np.float32)[self.class_ids[rows].astype(np.int64)]
 
     def arrays(self) -> dict:
         """Flat name -> array dict (the storage layout; what an exporter writes)."""

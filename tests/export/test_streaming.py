@@ -82,24 +82,6 @@ def test_stream_checks_first_and_last_layers_of_a_deeper_model(tmp_path):
     assert manifest["weight_quantization"]["weights"] == 4 * 7
 
 
-def test_stream_tc_calibrates_without_the_model_and_checks_the_coded_table(tmp_path):
-    """tc under --stream: the table is coded once, from the text's token counts with the
-    identity metric (no model run), and the first-and-last-layer check runs PyTorch on the
-    decoded table of the same code (a wrong or refitted table would fail it)."""
-    from tests.conftest import build_checkpoint
-
-    ckpt = build_checkpoint(tmp_path / "deep", "llama", num_hidden_layers=3)
-    text = tmp_path / "calib.txt"
-    text.write_text("the cat sat on the mat. " * 40)
-    spec = CompressionSpec(method="tc", bits_per_weight=4.0, calib_text=str(text))
-    manifest = export_model(str(ckpt), tmp_path / "out", spec, log=lambda _: None, stream=True)
-    info, check = manifest["embedding_info"], manifest["verification"]
-    assert info["calibration"].startswith("no model run (--stream)")
-    assert info["calibration_tokens"] > 0 and info["bits_per_weight"] <= 4.0
-    assert check["checked"] == "layers 0 and 2 of 3, with the embedding and head"
-    assert check["passed"] and check["max_abs_logit_diff"] <= check["tolerance"]
-
-
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -167,13 +149,17 @@ def test_model_free_calibration_keeps_the_counts_rule(tiny_llama):
     assert np.allclose(prior, tokenizer_prior(vocab))
 
 
-def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
-    """As from_pretrained(dtype=float32) does; bf16 is widened in place (one uint32 copy)."""
+def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path, monkeypatch):
+    """As from_pretrained(dtype=float32) does; bf16 is read in chunks (10 values here) into
+    the float32 array and widened in place (no second copy)."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
 
+    from tensorgpt.export import checkpoint_tensors
     from tensorgpt.export.checkpoint_tensors import CheckpointTensors
+
+    monkeypatch.setattr(checkpoint_tensors, "BF16_CHUNK", 10)
 
     values = torch.randn(33, 7, generator=torch.Generator().manual_seed(0))
     stored = {"b": values.to(torch.bfloat16), "h": values.to(torch.float16)}
@@ -182,6 +168,51 @@ def test_checkpoint_reader_widens_bf16_and_fp16_exactly(tmp_path):
     for key, tensor in stored.items():
         read = tensors.read(key)
         assert read.dtype == np.float32 and np.array_equal(read, tensor.float().numpy())
+        assert np.array_equal(tensors.read(key, 5, 12), read[5:12])  # rows alone
+    with pytest.raises(ValueError, match="rows 30..34"):
+        tensors.read("b", 30, 34)
+
+
+def test_stream_tc_calibrates_without_the_model_and_checks_the_coded_table(tmp_path):
+    """tc under --stream: the table is coded once, from the text's token counts with the
+    identity metric (no model run), and the first-and-last-layer check runs PyTorch on the
+    decoded rows of the same code (a wrong or refitted table would fail it). The head is
+    untied: the check's PyTorch side makes only its tokens' rows and reads the head in
+    chunks, its onnxruntime file decodes only the looked-up rows from the codes
+    (export/verify_rows.py)."""
+    import numpy as np
+    import torch
+
+    from tensorgpt.export import verify_rows
+    from tests.conftest import build_checkpoint
+
+    ckpt = build_checkpoint(
+        tmp_path / "deep", "llama", num_hidden_layers=3, tie_word_embeddings=False
+    )
+    text = tmp_path / "calib.txt"
+    text.write_text("the cat sat on the mat. " * 40)
+    spec = CompressionSpec(method="tc", bits_per_weight=4.0, calib_text=str(text))
+    manifest = export_model(str(ckpt), tmp_path / "out", spec, log=lambda _: None, stream=True)
+    info, check = manifest["embedding_info"], manifest["verification"]
+    assert info["calibration"].startswith("no model run (--stream)")
+    assert info["calibration_tokens"] > 0 and info["bits_per_weight"] <= 4.0
+    assert check["checked"] == (
+        "layers 0 and 2 of 3, with the embedding and head "
+        "(the table's rows decoded from their codes where looked up)"
+    )
+    assert check["passed"] and check["max_abs_logit_diff"] <= check["tolerance"]
+
+    # the two modules alone: the same outputs as the dense embedding and head
+    g = torch.Generator().manual_seed(0)
+    table, head = torch.randn(50, 8, generator=g), torch.randn(50, 8, generator=g)
+    embedding = torch.nn.Embedding(50, 8, padding_idx=49)
+    hook = verify_rows.RowsOnDemand(embedding, lambda i: table[i].numpy())
+    ids = torch.tensor([[3, 7, 3, 49], [0, 7, 12, 12]])
+    assert torch.equal(embedding(ids), table[ids]) and len(hook.index) == 5
+    chunked = verify_rows.ChunkedHead(lambda a, b: head[a:b].numpy(), 50, 8, np.ones(50))
+    chunked.chunk = 7  # rows per chunk: 8 chunks, the last one short
+    hidden = torch.randn(2, 3, 8, generator=g)
+    torch.testing.assert_close(chunked(hidden), hidden @ head.T + 1, rtol=1e-6, atol=1e-6)
 
 
 @SLOW

@@ -218,3 +218,24 @@ def test_fit_in_chunks_of_rows_is_the_whole_table_fit(table, counts, monkeypatch
         chunked = fit_transform_code(table, chunk_rows=rows, **kwargs).arrays()
         assert chunked.keys() == whole.keys()
         assert all(np.array_equal(chunked[k], whole[k]) for k in whole), rows
+
+
+def test_decode_by_chunks_is_the_whole_table_decode(table, counts, monkeypatch):
+    """Issue 17: decode() and decode_rows() build rows from their own codes (no (V, K)
+    coefficients); the values are the whole-table decode's, bit for bit, for chunks that
+    split classes and the bytes of the packed planes, and the chunked metrics are the
+    whole-table metrics (export/compress.py measures a 7B table this way)."""
+    import tensorgpt.tt_ops.transform_code as tc
+    from tensorgpt.tt_ops.metrics import table_metrics
+
+    enc = fit_transform_code(table, bits_per_weight=2.5, token_counts=counts, row_scale=True)
+    assert enc.row_gain is not None
+    y = enc.coefficients()
+    whole = y @ enc.basis.astype(np.float32)  # the decode that held every coefficient
+    whole *= enc.row_gain.astype(np.float32)[:, None]
+    whole += enc.means.astype(np.float32)[enc.class_ids.astype(np.int64)]
+    for start, stop in ((0, 1), (5, 37), (97, 600), (V - 3, V)):
+        assert np.array_equal(enc.coefficients(start, stop), y[start:stop])
+    monkeypatch.setattr(tc, "DECODE_CHUNK_ROWS", 97)
+    assert np.array_equal(enc.decode(), whole)
+    assert table_metrics(table, enc.decode_rows, 97) == table_metrics(table, whole, 97)
