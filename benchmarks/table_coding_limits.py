@@ -98,11 +98,16 @@ def class_klt_factors(table, enc, t: ClassTransform) -> list[float]:
     inside a class the coefficients stay correlated; `rd_bound_table` water-fills the per-axis
     variances as if they were independent. Water-filling the eigenvalues of the class's own
     covariance (a per-class transform, whose bases the budget would have to pay for) gives the
-    Gaussian rate-distortion function proper: a ratio < 1 is what the bound above leaves out."""
+    Gaussian rate-distortion function proper: a ratio < 1 is what the bound above leaves out.
+    nan for a class of no more rows than dimensions (its covariance is singular and a basis of
+    its own would cost more than its rows)."""
     bits = class_bits(enc, t)
     out = []
     for c in range(enc.n_classes):
         rows = np.flatnonzero(t.cid == c)
+        if len(rows) <= t.sig.shape[1]:
+            out.append(float("nan"))
+            continue
         cov = np.zeros((t.sig.shape[1],) * 2)
         for s in range(0, len(rows), 8192):
             y = t.coefficients(table, rows[s : s + 8192])
