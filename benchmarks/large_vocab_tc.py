@@ -26,6 +26,7 @@ what a trained model's gains are.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -83,6 +84,13 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", choices=LARGE_VOCAB, default="gemma3-270m")
     ap.add_argument("--work", required=True, help="folder for the checkpoint and the cache")
     ap.add_argument("--bits", type=float, nargs="+", default=[None], help="default: tc's")
+    ap.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="tokens per generated window (default: tc's own; shorter is a reduced check "
+        "of the later stages: sampling time per step is printed either way)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -92,6 +100,7 @@ def main(argv=None) -> int:
     from tensorgpt.export.compress import CompressionSpec, compress_embedding
     from tensorgpt.export.generated_calibration import generated_head_states, generated_stats
     from tensorgpt.export.load import load
+    from tensorgpt.export.methods import tc as tc_method
     from tensorgpt.export.methods.tc import _generation
     from tensorgpt.models import adapter_for
 
@@ -106,6 +115,9 @@ def main(argv=None) -> int:
         fingerprint = model_fingerprint(adapter, tok)
         table = adapter.token_embedding().weight.detach().float().numpy()
     config = _generation(adapter)
+    if args.length:  # the export's own calibration (stage 3) must read this shorter one
+        config = dataclasses.replace(config, length=args.length)
+        tc_method._generation = lambda adapter: config
     with Stage("1 sampling + statistics", stages):
         gen = generated_stats(adapter, tok, config, fingerprint, default_cache_dir())
     with Stage("2 head states", stages):
@@ -136,6 +148,7 @@ def main(argv=None) -> int:
         "vocab": int(table.shape[0]),
         "dim": int(table.shape[1]),
         "generation": {"sequences": config.sequences, "length": config.length},
+        "default_generation": dataclasses.asdict(_generation(adapter)),
         "sampled_distinct_tokens": int(np.unique(gen["ids"]).size),
         "model_mass_rows_below_1e-9": int((q / q.sum() < 1e-9).sum()),
         "head_states": list(states.shape),
