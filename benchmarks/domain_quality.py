@@ -342,6 +342,9 @@ def main(argv=None) -> int:
             "class_bpw": [round(x, 2) for x in enc.meta["class_bits_per_weight"]],
         }
         res["head_fix"] = args.head_fix if args.weights == "rule" else "none"
+        if enc.logit_scale is not None:  # the gains' spread: min, 1st pct, median, 99th, max
+            pct = np.percentile(enc.logit_scale.astype(np.float64), [0, 1, 50, 99, 100])
+            res["gain_spread"] = [round(float(v), 3) for v in pct]
         tag = f"{args.calib}_{args.weights}_{args.gen}_{b}_{floor}_{args.max_windows}"
         tag += "" if res["head_fix"] == "none" else f"_{res['head_fix']}"
         np.save(os.path.join(args.cache_dir, f"cid_{tag}.npy"), enc.class_ids)

@@ -39,12 +39,20 @@ sys.path.insert(0, os.path.dirname(__file__))
 import quality_frontier as qf  # noqa: E402
 
 from tensorgpt.export.calibration import sensitivity_metric  # noqa: E402
-from tensorgpt.tt_ops import transform_code as tc  # noqa: E402
+from tensorgpt.tt_ops.bit_allocation import LLOYD_MAX_D  # noqa: E402
+from tensorgpt.tt_ops.class_transform import (  # noqa: E402
+    ClassTransform,
+    _psd_sqrt,
+    assign_classes,
+    class_transform,
+)
+from tensorgpt.tt_ops.transform_code import TransformCodedTable  # noqa: E402
+from tensorgpt.tt_ops.transform_fit import fit_transform_code  # noqa: E402
 
 ANCHOR_ROWS = 4096  # 64 + 192 + 768 + 3072: the four most frequent classes
 
 
-def class_bits(enc: tc.TransformCodedTable, t: tc.ClassTransform) -> np.ndarray:
+def class_bits(enc: TransformCodedTable, t: ClassTransform) -> np.ndarray:
     """(C, D) bits per (class, principal axis) of a code; 0 for axes the code dropped.
 
     The code keeps the rows of `t.basis` that any class codes, int8-rounded: each kept row
@@ -71,16 +79,44 @@ def rd_distortion(lam: np.ndarray, rate_bits: float) -> float:
     return float(np.minimum(theta, lam).sum())
 
 
-def rd_bound_table(table, enc, t: tc.ClassTransform) -> tuple[np.ndarray, list[float]]:
+def rd_bound_table(table, enc, t: ClassTransform) -> tuple[np.ndarray, list[float]]:
     bits = class_bits(enc, t)
     err = enc.decode() - table
     factors = []
     for c in range(enc.n_classes):
         lam = t.sig[c] ** 2
-        scalar = float((lam * tc._LLOYD_MAX_D[bits[c]]).sum())
+        scalar = float((lam * LLOYD_MAX_D[bits[c]]).sum())
         factors.append(rd_distortion(lam, float(bits[c].sum())) / scalar)
     f = np.sqrt(np.asarray(factors))[enc.class_ids.astype(np.int64)]
     return table + f[:, None] * err, factors
+
+
+def class_klt_factors(table, enc, t: ClassTransform) -> list[float]:
+    """Per class: the Gaussian bound with the class's own principal axes over the bound above.
+
+    The code rotates every class by one shared basis (the class-balanced covariance's axes), so
+    inside a class the coefficients stay correlated; `rd_bound_table` water-fills the per-axis
+    variances as if they were independent. Water-filling the eigenvalues of the class's own
+    covariance (a per-class transform, whose bases the budget would have to pay for) gives the
+    Gaussian rate-distortion function proper: a ratio < 1 is what the bound above leaves out.
+    nan for a class of no more rows than dimensions (its covariance is singular and a basis of
+    its own would cost more than its rows)."""
+    bits = class_bits(enc, t)
+    out = []
+    for c in range(enc.n_classes):
+        rows = np.flatnonzero(t.cid == c)
+        if len(rows) <= t.sig.shape[1]:
+            out.append(float("nan"))
+            continue
+        cov = np.zeros((t.sig.shape[1],) * 2)
+        for s in range(0, len(rows), 8192):
+            y = t.coefficients(table, rows[s : s + 8192])
+            cov += y.T @ y
+        cov /= max(len(rows), 1)
+        rate = float(bits[c].sum())
+        diag = rd_distortion(t.sig[c] ** 2, rate)
+        out.append(rd_distortion(np.linalg.eigvalsh(cov), rate) / diag if diag > 0 else 1.0)
+    return out
 
 
 def _kmeans(x, w, k, rng, iters=20):
@@ -105,7 +141,7 @@ def _assign(x, centres):
     return out
 
 
-def vq_table(enc, t: tc.ClassTransform, y: np.ndarray, max_bits: int, seed: int = 0):
+def vq_table(enc, t: ClassTransform, y: np.ndarray, max_bits: int, seed: int = 0):
     """Re-code the axes of the rare classes at <= max_bits bits with k-means codebooks of
     8 // max_bits dimensions (so a block can reach max_bits per dimension with 8-bit codes)."""
     if max_bits not in (1, 2, 4, 8):
@@ -165,10 +201,10 @@ def anchor_table(table, counts, metric, budget):
     x = table.astype(np.float64)
     order = np.argsort(-counts, kind="stable")
     anchors, rare = order[:ANCHOR_ROWS], order[ANCHOR_ROWS:]
-    msq, _ = tc._psd_sqrt(metric)
+    msq, _ = _psd_sqrt(metric)
     centre = x[anchors].mean(0)
     atoms = (x[anchors] - centre) @ msq
-    cid = tc.assign_classes(counts, len(x))
+    cid = assign_classes(counts, len(x))
     target = x[rare] @ msq
     for c in np.unique(cid[rare]):
         sel = cid[rare] == c
@@ -182,7 +218,7 @@ def anchor_table(table, counts, metric, budget):
     residual = x.copy()
     residual[rare] -= gain[:, None] * (x[anchors][parent] - centre)
     side = len(rare) * 4 + 2 * x.shape[1]  # uint16 parent + fp16 gain per row, fp16 centre
-    enc = tc.fit_transform_code(
+    enc = fit_transform_code(
         residual.astype(np.float32),
         byte_budget=budget - side,
         token_counts=counts,
@@ -212,7 +248,7 @@ def main(argv=None) -> int:
     base = qf.perplexity(model, ids)
     stats = qf.get_stats(args.cache_dir, "valid", model, tok)
     counts, metric = stats["counts"], sensitivity_metric(stats)
-    t = tc.class_transform(table, counts, metric)
+    t = class_transform(table, counts, metric)
     y = t.coefficients(table)  # (V, D) float64 (the fit itself never holds it)
     u = y / np.where(t.sig > 0, t.sig, 1.0)[t.cid]
     kurtosis = float((u**4).mean() / (u**2).mean() ** 2)
@@ -223,9 +259,7 @@ def main(argv=None) -> int:
     rows = []
     for ratio in args.ratios:
         budget = int(32.0 / ratio * table.size / 8)
-        enc = tc.fit_transform_code(
-            table, byte_budget=budget, token_counts=counts, sensitivity=metric
-        )
+        enc = fit_transform_code(table, byte_budget=budget, token_counts=counts, sensitivity=metric)
         bound, factors = rd_bound_table(table, enc, t)
         vq, vq_bytes = vq_table(enc, t, y, args.vq_max_bits)
         row = {
@@ -233,6 +267,7 @@ def main(argv=None) -> int:
             "scalar_delta_pct": delta(enc.decode()),
             "rd_bound_delta_pct": delta(bound),
             "rd_bound_error_factor_per_class": [round(f, 3) for f in factors],
+            "class_klt_factor_per_class": [round(f, 3) for f in class_klt_factors(table, enc, t)],
             "vq_delta_pct": delta(vq),
             "vq_codebook_bytes": vq_bytes,
             "anchor_delta_pct": delta(anchor_table(table, counts, metric, budget)),

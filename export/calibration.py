@@ -31,6 +31,7 @@ from tensorgpt.models import ModelAdapter
 WINDOW = 512
 # Version of the statistics' contents, part of every cache key: 2 added h_sum.
 STATS_VERSION = 2
+Q_CHUNK = 64  # positions per float64 softmax in window_stats (the same sums but for rounding order)
 
 
 def window_for(adapter: ModelAdapter) -> int:
@@ -74,7 +75,11 @@ def window_stats(adapter: ModelAdapter, windows: np.ndarray) -> dict[str, np.nda
             h = captured["h"][0, :-1].detach().double()
             c_h += h.T @ h
             h_sum += h.sum(0)
-            q += torch.softmax(logits.detach().double(), -1)[:, :vocab].sum(0)
+            # the predicted distributions in float64, a few positions at a time: a whole
+            # window's would be L x V x 8 bytes twice over (2 GB at a 262k vocabulary)
+            for s in range(0, logits.shape[0], Q_CHUNK):
+                part = logits[s : s + Q_CHUNK].detach().double()
+                q += torch.softmax(part, -1)[:, :vocab].sum(0)
             n_pos += logits.shape[0]
     finally:
         hook.remove()

@@ -183,17 +183,7 @@ def fit_transform_code(
         },
     )
     if mu is not None or head_states is not None:
-        # In memory only (the model ran for head_mean / head_states): whole-table products.
-        head = enc.decode().astype(np.float64)  # the tied head's rows as the graph computes them
-        if head_states is not None:
-            anchor = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
-            multiplier, softcap = head_logits
-            enc.logit_scale = head_logit_gain(
-                x, head, head_states, anchor=anchor, logit_multiplier=multiplier, softcap=softcap
-            ).astype(np.float16)
-            head = anchor + enc.logit_scale.astype(np.float64)[:, None] * (head - anchor)
-        if mu is not None:
-            enc.logit_bias = ((x.astype(np.float64) - head) @ mu).astype(np.float16)
+        _head_fix(enc, x, mu, head_states, head_logits, chunk_rows)
     if enc.nbytes() + (2 * V if row_scale else 0) > budget:  # pragma: no cover (accounting bug)
         raise AssertionError(f"budget overrun: {enc.nbytes()} > {budget}")
     if row_scale:
@@ -207,6 +197,33 @@ def fit_transform_code(
         g = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
         enc.row_gain = np.clip(g, 0.0, 4.0).astype(np.float16)
     return enc
+
+
+def _head_fix(enc, x, mu, head_states, head_logits, chunk_rows) -> None:
+    """The tied head's logit_scale (gain on each row's coded part) and/or logit_bias.
+
+    Whole-table arrays are float32 only (the decode and the rows' class means, each V x D x 4
+    bytes: 0.67 GB at 262144 x 640); float64 only chunk by chunk, so the peak stays a few
+    tables' worth at a large vocabulary. The values are those of the float64 formulas: the
+    gain fit reads float32 rows anyway (head_gain.py), and fp16 means are exact in float32."""
+    head = enc.decode()  # (V, D) float32: the tied head's rows as the graph computes them
+    anchor = enc.means.astype(np.float32)[enc.class_ids.astype(np.int64)]
+    if head_states is not None:
+        multiplier, softcap = head_logits
+        enc.logit_scale = head_logit_gain(
+            x, head, head_states, anchor=anchor, logit_multiplier=multiplier, softcap=softcap
+        ).astype(np.float16)
+    if mu is None:
+        return
+    bias = np.empty(len(head))
+    gain = None if enc.logit_scale is None else enc.logit_scale.astype(np.float64)
+    for rows in row_chunks(len(head), chunk_rows or 65536):
+        h = head[rows].astype(np.float64)
+        if gain is not None:  # the rows the head uses after the gain, as in float64 before
+            a = anchor[rows].astype(np.float64)
+            h = a + gain[rows, None] * (h - a)
+        bias[rows] = (np.asarray(x[rows], dtype=np.float64) - h) @ mu
+    enc.logit_bias = bias.astype(np.float16)
 
 
 def _code_groups(x: np.ndarray, t, specs: list, rng) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -239,3 +239,22 @@ def test_decode_by_chunks_is_the_whole_table_decode(table, counts, monkeypatch):
     monkeypatch.setattr(tc, "DECODE_CHUNK_ROWS", 97)
     assert np.array_equal(enc.decode(), whole)
     assert table_metrics(table, enc.decode_rows, 97) == table_metrics(table, whole, 97)
+
+
+def test_head_fix_in_chunks_is_the_float64_formula(table, counts):
+    """The gain and bias are computed with float32 whole-table arrays and float64 chunks of
+    rows (a 262k-row table would otherwise hold three float64 copies): the stored fp16 values
+    are those of the float64 formula over the whole table, for any chunking."""
+    rng = np.random.default_rng(6)
+    mu = rng.standard_normal(D)
+    h = mu + rng.standard_normal((200, D))
+    kwargs = dict(bits_per_weight=1.5, token_counts=counts, head_states=h, head_mean=mu)
+    enc = fit_transform_code(table, chunk_rows=V, **kwargs)
+    m = enc.means.astype(np.float64)[enc.class_ids.astype(np.int64)]
+    head = m + enc.logit_scale.astype(np.float64)[:, None] * (enc.decode().astype(np.float64) - m)
+    np.testing.assert_array_equal(
+        enc.logit_bias, ((table.astype(np.float64) - head) @ mu).astype(np.float16)
+    )
+    chunked = fit_transform_code(table, chunk_rows=97, **kwargs)
+    np.testing.assert_array_equal(chunked.logit_scale, enc.logit_scale)
+    np.testing.assert_array_equal(chunked.logit_bias, enc.logit_bias)
