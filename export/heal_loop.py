@@ -14,7 +14,6 @@ content of every input, so rerunning the same command resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import time
@@ -108,20 +107,17 @@ class Optimiser:
 
     def save(self, fit: Fit) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        _torch().save(
-            {
-                "key": self.key,
-                "params": self.healable.state(),
-                "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(),
-                "step": fit.step,
-                "history": fit.history,
-                "seconds": fit.seconds,
-            },
-            buffer,
-        )
-        write_atomic(self.path, buffer.getvalue())
+        state = {
+            "key": self.key,
+            "params": self.healable.state(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "step": fit.step,
+            "history": fit.history,
+            "seconds": fit.seconds,
+        }
+        # straight to the file: the linear layers' state is hundreds of MB, no copy in memory
+        write_atomic(self.path, lambda tmp: _torch().save(state, tmp))
 
 
 def split_held_out(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
