@@ -13,10 +13,12 @@ so the file keeps its bytes.
 Target: the original model, run with the original layers put back in place for its forward
 (the modules the compressor replaced, kept by reference: no copy of the model).
 
-Text: --calib-text if given, else SEQUENCES x 512 tokens the *original* model samples
-(export/generated_calibration.py, cached), never an evaluation text. The last tenth is held
-out: the fit is kept only if it lowers the KL there, so healing never makes a file worse on
-its own calibration distribution.
+Text: the windows the linear layers were calibrated on (export/activation_stats.py): those of
+--calib-text if given, else the 8 x 512 tokens the *original* model samples for the default
+calibration (export/generated_calibration.py, cached), never an evaluation text. The last
+tenth (at least one window) is held out: the fit is kept only if it lowers the KL there, so
+healing never makes a file worse on its own calibration distribution. (A larger generated
+set was tried first: sampling 32 x 512 tokens ran at ~5 s per token on the shared machine.)
 
 Quantization: with `--quantize q4` healing runs *through* q4 (straight-through estimator):
 each weight's forward is its q4 block decode (tt_ops/q4_grid.py's min/max grid: blocks of
@@ -55,7 +57,6 @@ from tensorgpt.export.linears.factored import FactoredLinear
 from tensorgpt.export.linears.saten_layer import SatenLinear
 
 LR = 2e-3  # Adam's step for each tensor: LR x that tensor's RMS at the start
-SEQUENCES = 32  # generated windows (16k tokens for SmolLM2), the last tenth held out
 WINDOWS_PER_STEP = 1  # backward activations of one window: SmolLM2 stays under ~3 GB
 BLOCK = 32  # q4's block along the contraction axis (export/weight_blocks.py)
 
@@ -168,19 +169,14 @@ def _swapped(body: nn.Module, modules: dict[str, nn.Module]) -> Iterator[None]:
 
 
 def _windows(adapter, tokenizer, calib_text, fingerprint, originals, body) -> tuple:
-    """(windows (n, L), report): --calib-text's, or the original model's own samples."""
+    """(windows (n, L), report): the calibration windows of the linear layers' statistics
+    (export/activation_stats.py: --calib-text's, else the original model's own samples,
+    cached), computed with the original layers in place."""
     from tensorgpt.export.activation_stats import calibration_windows
-    from tensorgpt.export.calibration import WINDOW, default_cache_dir
-    from tensorgpt.export.generated_calibration import GenerationConfig, generated_ids
 
-    if calib_text is not None:
-        windows, _, report = calibration_windows(adapter, tokenizer, calib_text, fingerprint)
-        return windows, report
-    context = adapter.shape().max_position_embeddings or 2 * WINDOW
-    config = GenerationConfig(sequences=SEQUENCES, length=max(2, min(WINDOW, context // 2)))
     with _swapped(body, originals):
-        ids = generated_ids(adapter, tokenizer, config, fingerprint, default_cache_dir())
-    return ids, {"calibration": "generated", "generated": [config.sequences, config.length]}
+        windows, _, report = calibration_windows(adapter, tokenizer, calib_text, fingerprint)
+    return windows, report
 
 
 def heal_linears(
