@@ -221,7 +221,8 @@ def heal_linears(
     def loss(x: torch.Tensor) -> torch.Tensor:
         with _swapped(body, replaced):
             target = original_log_probs(model, x)
-        return kl(target, model(x, use_cache=False).logits)
+        with parametrize.cached():  # each q4 decode once per forward, not once per use
+            return kl(target, model(x, use_cache=False).logits)
 
     def held_out_kl() -> float:
         with torch.no_grad():

@@ -57,15 +57,15 @@ def _text(tmp_path):
     return path, text
 
 
-def _compressed(folder, calib: str):
-    """(model, tokenizer, adapter, the body's modules before compression), espace at 0.85."""
+def _compressed(folder, calib: str, method: str = "espace", ratio: float = 0.85):
+    """(model, tokenizer, adapter, the body's modules before compression)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
     tok = AutoTokenizer.from_pretrained(str(folder))
     adapter = adapter_for(model)
     originals = dict(adapter.decoder_body().named_modules())
-    compress_linears(adapter, tok, LinearSpec("espace", 0.85, calib), "test", lambda _: None)
+    compress_linears(adapter, tok, LinearSpec(method, ratio, calib), "test", lambda _: None)
     return model, tok, adapter, originals
 
 
@@ -114,16 +114,21 @@ def test_healing_through_q4_lowers_the_kl_on_unseen_text(tiny_llama, tmp_path):
     assert fit_q4_grid(blocks)[3].all()
 
 
-def test_interrupted_linear_healing_resumes_from_its_checkpoint(tiny_llama, tmp_path):
+def test_interrupted_saten_healing_resumes_from_its_checkpoint(tiny_llama, tmp_path):
+    """Saten through q4: its cores are fitted on their q4 grid, and a fit stopped at step 3
+    resumes to the same parameters as one that ran through."""
     path, _ = _text(tmp_path)
 
     def run(checkpoint, on_step=None):
-        model, tok, adapter, originals = _compressed(tiny_llama, str(path))
-        args = (adapter, tok, originals, SMALL.steps, str(path), "test", False, checkpoint)
+        model, tok, adapter, originals = _compressed(tiny_llama, str(path), "saten", 0.6)
+        args = (adapter, tok, originals, SMALL.steps, str(path), "test", True, checkpoint)
         report = heal_linears(*args, False, on_step, SMALL)
         return report, {n: p.detach().clone() for n, p in model.named_parameters()}
 
     whole, params = run(tmp_path / "a.pt")
+    assert whole["through_q4"] and whole["resumed_from_step"] == 0
+    cores = [p for n, p in params.items() if n.endswith(("core1", "core2"))]
+    assert cores and all(fit_q4_grid(c.numpy().reshape(-1, 32, c.shape[1]))[3].all() for c in cores)
 
     def stop_at_3(step: int) -> None:
         if step == 3:
@@ -132,8 +137,7 @@ def test_interrupted_linear_healing_resumes_from_its_checkpoint(tiny_llama, tmp_
     with pytest.raises(KeyboardInterrupt, match="rerun the same command to resume"):
         run(tmp_path / "b.pt", stop_at_3)
     resumed, resumed_params = run(tmp_path / "b.pt")
-    assert resumed["resumed_from_step"] == 3 and whole["resumed_from_step"] == 0
-    assert resumed["kept"] == whole["kept"]
+    assert resumed["resumed_from_step"] == 3 and resumed["kept"] == whole["kept"]
     for name, p in params.items():
         assert np.array_equal(resumed_params[name].numpy(), p.numpy()), name
 
@@ -141,7 +145,7 @@ def test_interrupted_linear_healing_resumes_from_its_checkpoint(tiny_llama, tmp_
 def test_export_with_linear_healing_verifies(tiny_llama, tmp_path, capsys):
     path, _ = _text(tmp_path)
     out = tmp_path / "out"
-    flags = ["--linears", "saten", "--linear-ratio", "0.6", "--quantize", "q4"]
+    flags = ["--linears", "espace", "--linear-ratio", "0.85", "--quantize", "q4"]
     flags += ["--linear-heal-steps", "2", "--calib-text", str(path)]
     assert cli_main(["export", str(tiny_llama), str(out), *flags]) == 0
     manifest = json.loads((out / MANIFEST_FILE).read_text())
