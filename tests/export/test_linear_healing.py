@@ -1,17 +1,14 @@
 """--linear-heal-steps (export/linears/heal.py) on a tiny local checkpoint: healing the
 factored layers lowers the KL to the original model on held-out text, runs through q4, and
-an interrupted fit resumes from its checkpoint."""
+an interrupted fit resumes from its checkpoint. The export with healing (parity of the healed
+q4 file) is tests/export/test_linears.py's espace test."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from tensorgpt.cli import main as cli_main
-from tensorgpt.common.contract import MANIFEST_FILE
 from tensorgpt.export.heal_loop import HealConfig
 from tensorgpt.export.linears.base import LinearSpec, compress_linears
 from tensorgpt.export.linears.factored import FactoredLinear
@@ -140,19 +137,3 @@ def test_interrupted_saten_healing_resumes_from_its_checkpoint(tiny_llama, tmp_p
     assert resumed["resumed_from_step"] == 3 and resumed["kept"] == whole["kept"]
     for name, p in params.items():
         assert np.array_equal(resumed_params[name].numpy(), p.numpy()), name
-
-
-def test_export_with_linear_healing_verifies(tiny_llama, tmp_path, capsys):
-    path, _ = _text(tmp_path)
-    out = tmp_path / "out"
-    flags = ["--linears", "espace", "--linear-ratio", "0.85", "--quantize", "q4"]
-    flags += ["--linear-heal-steps", "2", "--calib-text", str(path)]
-    assert cli_main(["export", str(tiny_llama), str(out), *flags]) == 0
-    manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert manifest["verification"]["passed"]
-    healing = manifest["linears"]["healing"]
-    assert healing["steps"] == 2 and healing["through_q4"] and healing["parameters"] > 0
-    # a bad value is one line and exit 2
-    code = cli_main(["export", str(tiny_llama), str(tmp_path / "o2"), "--linear-heal-steps", "3"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--linear-heal-steps needs --linears" in err and "Traceback" not in err
