@@ -72,7 +72,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="--linears: after compressing, fit only the compressed parameters (ESPACE's "
         "projections and projected weights, Saten's cores and entries) to the original "
         "model's next-token distributions for N steps of 512 tokens, on --calib-text or text "
-        "the model generates; through q4 with --quantize q4 (straight-through). Resumable: "
+        "the model generates; through q4 with --quantize q4 (straight-through). SmolLM2-135M: "
+        "about 40 s of CPU per step (docs/results.md, 'Healing the compressed linear layers'). "
+        "Resumable: "
         "rerun the same command after an interruption (checkpoints in ~/.cache/tensorgpt/heal)",
     )
     p.add_argument(
