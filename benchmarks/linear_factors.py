@@ -18,8 +18,8 @@ only the first variant of a kind pays for them).
     python -m tensorgpt.domain_texts DIR --wikitext /path/to/wikitext-2      # writes DIR
 
 A variant name is `q4` (reference), `int8-rows-q4` (the table alone), `int8-rows-q3` (3-bit
-blocks, the equal-bytes baseline), `{espace|espace-tn|espace-fisher|svd|saten}-{ratio}[-q4|-q3]`,
-or `[tc-]mixed-{bits}` (`--quantize mixed --weight-bits bits`; with `tc-`: the default tc
+blocks, the equal-bytes baseline), `{espace|espace-tn|espace-fisher|svd|saten}-{ratio}[-q4|-q3]`
+with an optional `-heal{N}` (`--linear-heal-steps N`), or `[tc-]mixed-{bits}` (`--quantize mixed --weight-bits bits`; with `tc-`: the default tc
 table instead of int8 rows). A folder that already holds a finished export is reused.
 Prints a Markdown table (--markdown FILE also writes it) and the load average.
 """
@@ -68,6 +68,7 @@ def parse_variant(
     table = CompressionSpec(method="int8-rows")
     if name in ("int8-rows-q4", "int8-rows-q3"):
         return table, name[-2:], LinearSpec(), WeightSpec()
+    name, _, heal = name.partition("-heal")
     quantize = name[-2:] if name.endswith(("-q4", "-q3")) else "none"
     method, _, ratio = name.removesuffix(f"-{quantize}").rpartition("-")
     if method not in ("espace", "espace-tn", "espace-fisher", "svd", "saten"):
@@ -75,7 +76,7 @@ def parse_variant(
     return (
         table,
         quantize,
-        LinearSpec(method, float(ratio), None if method == "svd" else text),
+        LinearSpec(method, float(ratio), None if method == "svd" else text, int(heal or 0)),
         WeightSpec(),
     )
 

@@ -201,7 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     for number in range(args.rounds):
         order = [("onnx_dense", dense), ("onnx_tt", tt)]
         for key, folder in order if number % 2 == 0 else order[::-1]:
-            rounds[key].append(ort_bench(folder, args))
+            run = ort_bench(folder, args)
+            rounds[key].append(run)
+            # every timing with the load it ran at (a shared machine: only ratios mean much)
+            print(
+                f"[bench] round {number + 1} {key} ({folder.name}): "
+                f"{run['decode_ms_median']:.2f} ms/token, 1-min load {run['load_average_1min']}",
+                file=sys.stderr,
+                flush=True,
+            )
     for key, runs in rounds.items():
         results[key] = min(runs, key=lambda r: r["decode_ms_median"])
         results[key]["decode_ms_median_per_round"] = [r["decode_ms_median"] for r in runs]

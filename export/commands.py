@@ -65,6 +65,19 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "original, in (0, 1) (groups whose factors would not be smaller stay dense)",
     )
     p.add_argument(
+        "--linear-heal-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--linears: after compressing, fit only the compressed parameters (ESPACE's "
+        "projections and projected weights, Saten's cores and entries) to the original "
+        "model's next-token distributions for N steps of 512 tokens, on --calib-text or text "
+        "the model generates; through q4 with --quantize q4 (straight-through). SmolLM2-135M: "
+        "about 40 s of CPU per step (docs/results.md, 'Healing the compressed linear layers'). "
+        "Resumable: "
+        "rerun the same command after an interruption (checkpoints in ~/.cache/tensorgpt/heal)",
+    )
+    p.add_argument(
         "--weight-bits",
         type=float,
         metavar="B",
@@ -106,7 +119,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(CompressionSpec)}
     values = {o.name: getattr(args, o.name) for o in all_options()}
-    linears = LinearSpec(args.linears, args.linear_ratio, args.calib_text)
+    linears = LinearSpec(args.linears, args.linear_ratio, args.calib_text, args.linear_heal_steps)
     # --calib-text serves the linear layers too; the table method takes it only if it
     # calibrates (tc), so it is not refused for --method none or int8-rows here
     table_takes_text = "calib_text" in {o.name for o in get_method(args.method).options}

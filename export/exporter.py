@@ -178,7 +178,22 @@ def _export(
 
         with step(f"--linears {linears.method} (ratio {linears.ratio:g})", log):
             fingerprint = model_fingerprint(adapter, loaded.tokenizer)
+            originals = dict(adapter.decoder_body().named_modules())  # healing's target
             linears_report = compress_linears(adapter, loaded.tokenizer, linears, fingerprint, log)
+        if linears.heal_steps:
+            from tensorgpt.export.linears.heal import heal_linears
+
+            with step(f"--linear-heal-steps {linears.heal_steps}", log):
+                linears_report["healing"] = heal_linears(
+                    adapter,
+                    loaded.tokenizer,
+                    originals,
+                    linears.heal_steps,
+                    linears.calib_text,
+                    fingerprint,
+                    through_q4=quantizer.name == "q4",
+                )
+        originals = None  # the replaced layers' memory goes back
         body_cache = None  # the traced body differs from the checkpoint's
 
     with staged_folder(out_dir) as stage:

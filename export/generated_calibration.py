@@ -125,19 +125,28 @@ def generated_stats(
     settings = _settings(fingerprint, config)
 
     def make() -> dict[str, np.ndarray]:
-        # generate_windows shows its own progress; the result is cached for the next export
-        ids = cached_arrays(
-            cache_dir,
-            "generated-ids",
-            settings,
-            lambda: {"ids": generate_windows(adapter.model, tokenizer, config)},
-        )["ids"]
+        ids = generated_ids(adapter, tokenizer, config, fingerprint, cache_dir)
         vocab = adapter.token_embedding().weight.shape[0]
         counts = np.bincount(ids[ids < vocab].reshape(-1), minlength=vocab).astype(np.float64)
         stats = window_stats(adapter, ids)
         return {"ids": ids, "counts": counts, **stats, "n_tokens": np.array(ids.size)}
 
     return cached_arrays(cache_dir, "generated-stats", {**settings, "stats": STATS_VERSION}, make)
+
+
+def generated_ids(
+    adapter, tokenizer, config: GenerationConfig, fingerprint: str, cache_dir: Path
+) -> np.ndarray:
+    """`generate_windows` (it shows its own progress), cached for the next export by the
+    model's fingerprint and `config`."""
+    from tensorgpt.export.calibration import cached_arrays
+
+    return cached_arrays(
+        cache_dir,
+        "generated-ids",
+        _settings(fingerprint, config),
+        lambda: {"ids": generate_windows(adapter.model, tokenizer, config)},
+    )["ids"]
 
 
 def generated_head_states(

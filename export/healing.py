@@ -25,55 +25,36 @@ Cost per step: one no-grad forward of the original model, one forward + input-gr
 backward of the healed one, and the table decode (V x K x D multiply-adds, twice with grads).
 SmolLM2-135M with 2 windows of 512 per step: about 8.4 s on 2 idle cores.
 
-Resumable: the state (parameters, Adam moments, step) is checkpointed every few steps and on
-Ctrl-C to a file keyed by the content of every input, so rerunning the same command resumes
-where it stopped; a finished checkpoint makes the rerun instant.
+Resumable (the loop, shared with the linear layers' healing: export/heal_loop.py): the state
+(parameters, Adam moments, step) is checkpointed every few steps and on Ctrl-C to a file keyed
+by the content of every input, so rerunning the same command resumes where it stopped; a
+finished checkpoint makes the rerun instant.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import math
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tensorgpt.common.files import write_atomic
+from tensorgpt.export.heal_loop import (
+    HealConfig,
+    Optimiser,
+    default_checkpoint_dir,
+    kl,
+    original_log_probs,
+    run_steps,
+    split_held_out,
+)
 from tensorgpt.models import ModelAdapter
 from tensorgpt.tt_ops.row_codecs import int8_rows
 from tensorgpt.tt_ops.transform_code import CodeGroup, TransformCodedTable
 
-
-@dataclasses.dataclass(frozen=True)
-class HealConfig:
-    steps: int = 120  # optimiser steps of 2 x 512 tokens: ~0.45 passes over wikitext-2 valid
-    windows_per_step: int = 2
-    window: int = 512
-    lr: float = 0.01  # relative to each tensor's scale (see the module docstring)
-    seed: int = 0
-    checkpoint_every: int = 8
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"--heal-steps must be >= 1, got {self.steps}")
-        if self.windows_per_step < 1 or self.window < 2:
-            raise ValueError("healing: windows_per_step >= 1 and window >= 2 required")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"healing: lr must be > 0, got {self.lr}")
-
-
-def default_checkpoint_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tensorgpt" / "heal"
-
-
-# ----------------------------------------------------------------------------- the module
+__all__ = ["HealConfig", "HealableTable", "heal"]
 
 
 def _torch():
@@ -208,77 +189,19 @@ def _key(code: TransformCodedTable, table: np.ndarray, ids: np.ndarray, config: 
     return h.hexdigest()[:24]
 
 
-def _original_log_probs(model, x):
-    """Log next-token distributions of the original model (the healing target), no grad."""
-    torch = _torch()
-    with torch.no_grad():
-        return torch.log_softmax(model(x, use_cache=False).logits, -1)
-
-
 def _kl_to(target, model, names: list[str], table, x):
     """Mean over positions of KL(target || model with `table` under every name in `names`)."""
-    torch = _torch()
     from torch.func import functional_call
 
     overrides = {n: table for n in names}
     logits = functional_call(model, overrides, (x,), {"use_cache": False}, tie_weights=False)
-    return (target.exp() * (target - torch.log_softmax(logits.logits, -1))).sum(-1).mean()
+    return kl(target, logits.logits)
 
 
 def _tied_names(adapter: ModelAdapter) -> list[str]:
     """Every parameter name under which the input embedding's weight is reachable."""
     weight = adapter.token_embedding().weight
     return [n for n, p in adapter.model.named_parameters(remove_duplicate=False) if p is weight]
-
-
-@dataclasses.dataclass
-class _Fit:
-    """What a checkpoint holds besides the parameters: where the fit is."""
-
-    step: int = 0
-    history: list[float] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-
-
-class _Optimiser:
-    """Adam with warm-up and cosine decay over `config.steps`, plus its checkpoint file."""
-
-    def __init__(self, healable: HealableTable, config: HealConfig, path: Path, key: str):
-        torch = _torch()
-        self.healable, self.path, self.key = healable, path, key
-        self.opt = torch.optim.Adam(healable.parameters(), lr=config.lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt,
-            lambda s: min(1.0, (s + 1) / 8) * 0.5 * (1 + math.cos(math.pi * s / config.steps)),
-        )
-
-    def resume(self) -> _Fit:
-        """The fit saved under this key, or a fresh one (another key's file is ignored)."""
-        if self.path.is_file():
-            state = _torch().load(self.path, weights_only=False)
-            if state.get("key") == self.key:
-                self.healable.load_state(state["params"])
-                self.opt.load_state_dict(state["opt"])
-                self.sched.load_state_dict(state["sched"])
-                return _Fit(state["step"], list(state["history"]), state["seconds"])
-        return _Fit()
-
-    def save(self, fit: _Fit) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        _torch().save(
-            {
-                "key": self.key,
-                "params": self.healable.state(),
-                "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(),
-                "step": fit.step,
-                "history": fit.history,
-                "seconds": fit.seconds,
-            },
-            buffer,
-        )
-        write_atomic(self.path, buffer.getvalue())
 
 
 def _calibration_windows(
@@ -291,11 +214,7 @@ def _calibration_windows(
     """
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     ids = ids[ids < code.vocab_size]
-    windows = _windows(ids, min(config.window, len(ids)))
-    if len(windows) < 2:
-        raise ValueError("healing: the calibration text needs at least 2 windows (one held out)")
-    n_held = max(1, min(8, len(windows) // 10))
-    return ids, windows[:-n_held], windows[-n_held:]
+    return ids, *split_held_out(_windows(ids, min(config.window, len(ids))))
 
 
 def _held_out_kls(model, names: list[str], held_out: np.ndarray, tables: list) -> list[float]:
@@ -305,70 +224,10 @@ def _held_out_kls(model, names: list[str], held_out: np.ndarray, tables: list) -
     with torch.no_grad():
         for w in held_out:
             x = torch.from_numpy(w)[None]
-            target = _original_log_probs(model, x)
+            target = original_log_probs(model, x)
             for i, table in enumerate(tables):
                 totals[i] += float(_kl_to(target, model, names, table, x))
     return [t / len(held_out) for t in totals]
-
-
-def _run_steps(
-    model,
-    names: list[str],
-    windows: np.ndarray,
-    optimiser: _Optimiser,
-    fit: _Fit,
-    config: HealConfig,
-    progress: bool,
-    on_step: Callable[[int], None] | None,
-) -> None:
-    """Steps fit.step .. config.steps, every other weight frozen; checkpoints every
-    `checkpoint_every` steps and on Ctrl-C (then re-raised with how to resume)."""
-    torch = _torch()
-    order = np.random.default_rng(config.seed).permutation(
-        np.resize(np.arange(len(windows)), config.steps * config.windows_per_step)
-    )
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-    bar = None
-    if progress and fit.step < config.steps:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=fit.step, desc="healing", unit="step")
-    healable, opt, sched = optimiser.healable, optimiser.opt, optimiser.sched
-    try:
-        while fit.step < config.steps:
-            t0 = time.perf_counter()
-            picked = order[
-                fit.step * config.windows_per_step : (fit.step + 1) * config.windows_per_step
-            ]
-            x = torch.from_numpy(windows[picked])
-            loss = _kl_to(_original_log_probs(model, x), model, names, healable.decode(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            fit.step += 1
-            fit.history.append(loss.item())
-            fit.seconds += time.perf_counter() - t0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(kl=f"{np.mean(fit.history[-8:]):.4f}")
-            if fit.step % config.checkpoint_every == 0 or fit.step == config.steps:
-                optimiser.save(fit)
-            if on_step is not None:
-                on_step(fit.step)
-    except KeyboardInterrupt:
-        optimiser.save(fit)
-        raise KeyboardInterrupt(
-            f"healing stopped at step {fit.step}/{config.steps}, saved to {optimiser.path}; "
-            "rerun the same command to resume"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-        for p, flag in frozen:
-            p.requires_grad_(flag)
 
 
 def heal(
@@ -403,10 +262,14 @@ def heal(
     names = _tied_names(adapter)
 
     healable = HealableTable(code)
-    optimiser = _Optimiser(healable, config, path, key)
+    optimiser = Optimiser(healable, config, path, key)
     fit = optimiser.resume()
     resumed_from = fit.step
-    _run_steps(model, names, windows, optimiser, fit, config, progress, on_step)
+
+    def loss(x):
+        return _kl_to(original_log_probs(model, x), model, names, healable.decode(), x)
+
+    run_steps(model, loss, windows, optimiser, fit, config, progress, on_step)
     healed = healable.to_code()
     kl_before, kl_after = _held_out_kls(
         model, names, held_out, [torch.from_numpy(code.decode()), torch.from_numpy(healed.decode())]

@@ -30,7 +30,7 @@ def _registry() -> dict[str, LinearCompressor]:
     # benchmark) registers that mode alone, and the others must still load
     if not _LOADED:
         for info in pkgutil.iter_modules(__path__):
-            if info.name not in ("base", "factored", "saten_layer"):
+            if info.name not in ("base", "factored", "heal", "saten_layer"):
                 importlib.import_module(f"{__name__}.{info.name}")
         _LOADED.append(True)
     return _COMPRESSORS

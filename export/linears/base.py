@@ -31,13 +31,18 @@ class LinearSpec:
     method: str = "none"
     ratio: float | None = None  # stored weight parameters of the linear layers / original
     calib_text: str | None = None  # calibrated modes; None: text the model generates
+    heal_steps: int = 0  # fit the compressed parameters to the original logits (heal.py)
 
     def validate(self) -> None:
         from tensorgpt.export.linears import get_linears
 
+        if self.heal_steps < 0:
+            raise ValueError(f"--linear-heal-steps must be >= 0, got {self.heal_steps}")
         if self.method == "none":
             if self.ratio is not None:
                 raise ValueError("--linear-ratio needs --linears (espace, svd, ...)")
+            if self.heal_steps:
+                raise ValueError("--linear-heal-steps needs --linears (espace, saten, ...)")
             return
         get_linears(self.method)
         if self.ratio is None:
@@ -49,7 +54,8 @@ class LinearSpec:
         from tensorgpt.common.files import stored_path
 
         text = None if self.calib_text is None else stored_path(self.calib_text)
-        return {"method": self.method, "ratio": self.ratio, "calib_text": text}
+        heal = {"heal_steps": self.heal_steps} if self.heal_steps else {}
+        return {"method": self.method, "ratio": self.ratio, "calib_text": text, **heal}
 
 
 class LinearCompressor:

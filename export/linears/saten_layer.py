@@ -30,6 +30,9 @@ class SatenLinear(nn.Module):
         # flat: x[:, cols] with a 2-D index traces as Transpose + GatherND + Transpose
         self.register_buffer("cols", torch.from_numpy(layer.cols.reshape(-1).astype(np.int32)))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        # healing (export/linears/heal.py) trains on W~ rebuilt once per step: the chain
+        # below costs ~13x the dense layer's multiply-adds per token at SmolLM2's ranks
+        self.dense_forward = False
 
     def dense_weight(self) -> torch.Tensor:
         """W~ (out, in) from the current parameters (the same function as forward)."""
@@ -40,6 +43,8 @@ class SatenLinear(nn.Module):
         return w.index_put((rows, self.cols.long()), self.value.reshape(-1), accumulate=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense_forward:
+            return nn.functional.linear(x, self.dense_weight(), self.bias)
         o1, o2, i1, i2, r = self.shape
         lead = x.shape[:-1]
         t = (x * self.inv_scale).reshape(-1, i2) @ self.core2  # (N i_1, r o_2)

@@ -26,6 +26,7 @@ def test_espace_with_q4_is_factored_quantized_and_verified(tiny_llama, tmp_path)
     )
     out = tmp_path / "out"
     flags = ["--linears", "espace", "--linear-ratio", "0.85", "--quantize", "q4"]
+    flags += ["--linear-heal-steps", "2"]  # healed through q4 (tests/export/test_linear_healing.py)
     assert _export(tiny_llama, out, *flags, "--calib-text", str(text)) == 0
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     lin = manifest["linears"]
@@ -34,10 +35,14 @@ def test_espace_with_q4_is_factored_quantized_and_verified(tiny_llama, tmp_path)
     factored = [g for g in lin["groups"] if g["rank"] is not None]
     assert factored and all(g["rank"] % lin["step"] == 0 for g in factored)
     assert lin["calibration"]["calibration"] == "text"
+    assert lin["healing"]["steps"] == 2 and lin["healing"]["through_q4"]
     # every factor is a 4-bit weight: one A per group plus one B per layer, and the dense rest
     dense_layers = sum(len(g["layers"]) for g in lin["groups"] if g["rank"] is None)
     weights = sum(1 + len(g["layers"]) for g in factored) + dense_layers
     assert manifest["weight_quantization"]["weights"] == weights
+    # healed on q4's grid: q4 finds every factor already on it (the tiny model's dense
+    # fp32 layers are not)
+    assert manifest["weight_quantization"]["exact_weights"] == weights - dense_layers
     # the shared projection is computed once per group: one MatMul reads it
     shared = [g for g in factored if len(g["layers"]) > 1]
     assert lin["deduplicated"]["matmuls"] == sum(len(g["layers"]) - 1 for g in shared)
@@ -63,6 +68,7 @@ def test_svd_baseline_needs_no_calibration(tiny_llama, tmp_path):
     [
         (["--linear-ratio", "0.5"], "--linear-ratio needs --linears"),
         (["--linears", "espace"], "needs --linear-ratio"),
+        (["--linear-heal-steps", "3"], "--linear-heal-steps needs --linears"),
         (["--linears", "svd", "--linear-ratio", "1.5"], "(0, 1)"),
         (["--linears", "svd", "--linear-ratio", "0.05"], "smallest factorization"),
     ],
