@@ -37,7 +37,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tensorgpt.common.contract import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_names
-from tensorgpt.export.packed.graph_walk import nodes_feeding
 from tensorgpt.export.packed.weights import BLOCK, nbits_to_codes
 from tensorgpt.export.packed.zero_points import CENTER
 
@@ -73,9 +72,8 @@ def split_outlier_channels(model: onnx.ModelProto, shape) -> dict:
         return {"norms": 0, "channels": 0}
     energy = _channel_energy(model, shape, [s.x for s in sites])
     inits = {t.name: t for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
     new_inits: list[onnx.TensorProto] = []
-    added: list[onnx.NodeProto] = []
+    before: dict[int, list[onnx.NodeProto]] = defaultdict(list)  # load-time nodes per reader
     moved = norms = 0
     for site, e in zip(sites, energy):
         channels = choose_channels(e)
@@ -87,37 +85,51 @@ def split_outlier_channels(model: onnx.ModelProto, shape) -> dict:
         tag = f"outliers/{site.x}"
         gamma = numpy_helper.to_array(inits[site.norm.input[site.gamma_index]]).copy()
         gamma[channels] = gamma[channels] * np.exp2(-shifts).astype(gamma.dtype)
-        new_inits.append(numpy_helper.from_array(gamma, f"{tag}.gamma"))
+        k = int(numpy_helper.to_array(inits[site.blocksum.input[1]]).shape[0])
+        consts = {
+            f"{tag}.gamma": gamma,
+            f"{tag}.channels": np.asarray(channels, np.int64),
+            f"{tag}.blocks": np.asarray(channels, np.int64) // BLOCK,
+            f"{tag}.depth": np.asarray(k, np.int64),
+            f"{tag}.onehot": np.asarray([0, 1], np.float32),
+            f"{tag}.coef": (np.exp2(shifts) - 1.0).astype(np.float32)[:, None],
+        }
         site.norm.input[site.gamma_index] = f"{tag}.gamma"
-        indicator = numpy_helper.to_array(inits[site.blocksum.input[1]])
-        select = np.zeros((indicator.shape[0], len(channels)), np.float32)
-        select[channels, np.arange(len(channels))] = 1.0
-        new_inits.append(
-            numpy_helper.from_array(np.concatenate([indicator, select], axis=1), f"{tag}.E")
-        )
-        site.blocksum.input[1] = f"{tag}.E"
+        one = helper.make_node
+        # E' = [E, one-hot columns of O] (K, K/32 + |O|), built at load from |O| indices
+        before[id(site.blocksum)] += [
+            one("OneHot", [f"{tag}.channels", f"{tag}.depth", f"{tag}.onehot"], [f"{tag}/oh"]),
+            one("Transpose", [f"{tag}/oh"], [f"{tag}/select"], perm=[1, 0]),
+            one("Concat", [site.blocksum.input[1], f"{tag}/select"], [f"{tag}/E"], axis=1),
+        ]
+        site.blocksum.input[1] = f"{tag}/E"
         for i, (mnb, correction) in enumerate(site.units):
-            rows = _weight_rows(model, inits, producer, mnb, correction, channels)
-            rows *= (np.exp2(shifts) - 1.0)[:, None].astype(np.float32)
-            name = f"{tag}.rows{i}"
-            new_inits.append(numpy_helper.from_array(rows.astype(np.float32), name))
-            added.append(
-                helper.make_node(
-                    "Concat", [correction.input[1], name], [f"{tag}/minima{i}"], axis=0
-                )
-            )
-            correction.input[1] = f"{tag}/minima{i}"
+            u = f"{tag}/{i}"
+            consts[f"{u}.codes"] = _code_rows(inits, mnb, channels)  # (|O|, N) uint8
+            zero = CENTER if len(mnb.input) < 4 or not mnb.input[3] else 0
+            consts[f"{u}.zero"] = np.asarray(zero, np.float32)
+            minima = correction.input[1]
+            # rows (2^k - 1) w_c = (2^k - 1) (d (q - z) + minima[block]): the same Q4_1 values
+            before[id(correction)] += [
+                one("Cast", [f"{u}.codes"], [f"{u}/q"], to=TensorProto.FLOAT),
+                one("Sub", [f"{u}/q", f"{u}.zero"], [f"{u}/qc"]),
+                one("Gather", [mnb.input[2], f"{tag}.blocks"], [f"{u}/d_nb"], axis=1),
+                one("Transpose", [f"{u}/d_nb"], [f"{u}/d"], perm=[1, 0]),
+                one("Mul", [f"{u}/qc", f"{u}/d"], [f"{u}/dq"]),
+                one("Gather", [minima, f"{tag}.blocks"], [f"{u}/m"], axis=0),
+                one("Add", [f"{u}/dq", f"{u}/m"], [f"{u}/w"]),
+                one("Mul", [f"{u}/w", f"{tag}.coef"], [f"{u}/rows"]),
+                one("Concat", [minima, f"{u}/rows"], [f"{u}/minima"], axis=0),
+            ]
+            correction.input[1] = f"{u}/minima"
+        new_inits += [numpy_helper.from_array(v, name) for name, v in consts.items()]
     if not norms:
         return {"norms": 0, "channels": 0}
     model.graph.initializer.extend(new_inits)
-    # the Concats read load-time tensors only: placing them first after their inputs' producers
-    nodes = list(model.graph.node)
-    order = {id(n): i for i, n in enumerate(nodes)}
-    for node in added:
-        src = producer.get(node.input[0])
-        at = order[id(src)] + 1 if src is not None else 0
-        nodes.insert(at, node)
-        order = {id(n): i for i, n in enumerate(nodes)}
+    nodes = []
+    for node in model.graph.node:
+        nodes.extend(before.get(id(node), []))
+        nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     read = {i for n in model.graph.node for i in n.input}
@@ -269,6 +281,10 @@ def _channel_energy(model: onnx.ModelProto, shape, names: list[str]) -> list[np.
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
+    for node in probe.graph.node:  # fp32 activations: the same statistics on every CPU
+        for a in node.attribute:
+            if node.op_type == "MatMulNBits" and a.name == "accuracy_level":
+                a.i = 1
     for name in names:
         probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     options = ort.SessionOptions()
@@ -291,37 +307,10 @@ def _channel_energy(model: onnx.ModelProto, shape, names: list[str]) -> list[np.
     return [(o.reshape(-1, o.shape[-1]).astype(np.float64) ** 2).mean(axis=0) for o in outputs]
 
 
-def _weight_rows(model, inits, producer, mnb, correction, channels) -> np.ndarray:
-    """Rows `channels` of the unit's decoded weight (K, N): d (q - z) + minima, as float32."""
+def _code_rows(inits, mnb: onnx.NodeProto, channels: list[int]) -> np.ndarray:
+    """Rows `channels` of the unit's 4-bit codes, unpacked: (|O|, N) uint8."""
+    zero_points = mnb.input[3] if len(mnb.input) > 3 else ""
+    if zero_points and numpy_helper.to_array(inits[zero_points]).any():
+        raise ValueError(f"{mnb.name}: the outlier split needs zero points 0 or the default 8")
     codes = nbits_to_codes(numpy_helper.to_array(inits[mnb.input[1]]))  # (K, N)
-    scale, minima = _load_time_values(model, [mnb.input[2], correction.input[1]])
-    zero = CENTER if len(mnb.input) < 4 or not mnb.input[3] else 0
-    if zero == 0 and numpy_helper.to_array(inits[mnb.input[3]]).any():
-        raise ValueError(f"{mnb.name}: outlier split needs zero points 0 or the default 8")
-    block = np.asarray(channels) // BLOCK
-    d = scale[:, block].T  # (|O|, N)
-    q = codes[channels].astype(np.float32) - zero
-    return (d * q + minima[block]).astype(np.float32)
-
-
-def _load_time_values(model: onnx.ModelProto, names: list[str]) -> list[np.ndarray]:
-    """Evaluate initializer-only tensors (the fp16 -> fp32 Casts, the centered minima)."""
-    import onnxruntime as ort
-
-    inits = {t.name: t for t in model.graph.initializer}
-    direct = {n: numpy_helper.to_array(inits[n]).astype(np.float32) for n in names if n in inits}
-    todo = [n for n in names if n not in direct]
-    if todo:
-        order = nodes_feeding(model.graph.node, todo)
-        read = {i for n in order for i in n.input}
-        graph = helper.make_graph(
-            order,
-            "load_time",
-            [],
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in todo],
-            [t for t in model.graph.initializer if t.name in read],
-        )
-        sub = helper.make_model(graph, opset_imports=model.opset_import)
-        session = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
-        direct.update(zip(todo, session.run(todo, {})))
-    return [direct[n] for n in names]
+    return np.ascontiguousarray(codes[channels])
