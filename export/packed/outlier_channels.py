@@ -142,7 +142,7 @@ def split_outlier_channels(model: onnx.ModelProto, shape) -> dict:
 def split_head_outliers(model: onnx.ModelProto, shape) -> int:
     """The same for the 8-bit head (zero point 128) reading a norm's output h, whose other
     readers (a tied table's logit gain) must see h unchanged, so the scale is a Mul on the
-    head's input and the exact part a Gather of h (three nodes per step, once):
+    head's input and the exact part a Gather of h (four nodes per step, once):
 
         logits = MatMulNBits(h * s; T) + h_O @ ((1 - 2^-k_c) T_c^T for c in O)
 
