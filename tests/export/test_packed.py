@@ -275,6 +275,7 @@ def test_outlier_channel_split_is_exact_and_adds_no_step_node(pair, tmp_path, mo
     config = json.loads((packed / "manifest.json").read_text())["config"]
     shape = SimpleNamespace(**{k: config[k] for k in ("vocab_size", "num_layers", "head_dim")})
     shape.num_kv_heads, shape.max_position_embeddings = config["num_kv_heads"], 64
+
     def per_step(m: onnx.ModelProto) -> Counter:  # nodes that read the inputs, not load-time
         live, found = {i.name for i in m.graph.input}, Counter()
         for node in m.graph.node:
