@@ -44,6 +44,7 @@ from tensorgpt.export.load import LoadedModel, load
 from tensorgpt.export.methods import get_method
 from tensorgpt.export.packed.assemble import attach_packed_embedding_and_head
 from tensorgpt.export.packed.fusions import apply_fusions
+from tensorgpt.export.packed.outlier_channels import split_outliers
 from tensorgpt.export.packed.verify import verify_packed
 from tensorgpt.export.q4_source import describe_source
 from tensorgpt.export.quantizers import get_quantizer, quantizer_names
@@ -215,6 +216,10 @@ def _export(
             )
             if untied_head is not None:
                 adapter.lm_head().weight.data = torch.from_numpy(head_table.dense().copy())
+            weights_report = {
+                **(weights_report or {}),
+                "outlier_channels": split_outliers(model, shape, log),
+            }
         else:
             fusions = None
             with quantizing():

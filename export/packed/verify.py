@@ -4,8 +4,8 @@
    match PyTorch running the same Q4_1 weights and 8-bit table within the fp32 tolerance and
    pick the same greedy tokens. This proves the re-packing (codes, scales, minima
    correction, the shared table) is exact: the packed graph computes what the portable one does.
-2. shipped file: its own levels restored (the 8-bit head at 4: int8 activations, the only fast
-   8-bit kernel). Logits move by design; like the int8 baselines, the report states the max
+2. shipped file: its own levels restored (body and 8-bit head at 4: int8 activations, the
+   8-bit head's only fast kernel; export/packed/weights.py ACCURACY_LEVEL). Logits move by design; like the int8 baselines, the report states the max
    logit difference and the cross-entropy change on the same tokens, and fails only on
    non-finite output.
 """

@@ -224,7 +224,7 @@ def test_exact_grid_copy_and_a_wrong_file_fails_the_arm_rule(pair, tmp_path):
     grid = tmp_path / "grid"
     assert write_exact_grid_copy(packed, grid)
     assert set(accuracy_levels(grid / "model.onnx").values()) == {1}
-    assert set(accuracy_levels(packed / "model.onnx").values()) == {1, 4}  # source untouched
+    assert set(accuracy_levels(packed / "model.onnx").values()) == {4}  # source untouched
 
     wrong = tmp_path / "wrong"
     shutil.copytree(packed, wrong)
@@ -254,3 +254,56 @@ def test_exact_grid_copy_and_a_wrong_file_fails_the_arm_rule(pair, tmp_path):
     assert verdict == {"ref": 0, "wrong": 1}
     summary = json.loads((tmp_path / "host.json").read_text())
     assert summary["load_mode"] in ("whole", "split")
+
+
+def test_outlier_channel_split_is_exact_and_adds_no_step_node(pair, tmp_path, monkeypatch):
+    """export/packed/outlier_channels.py moves a norm output's strongest channels out of the
+    int8 blocks (gamma * 2^-k, the exact rest in the minima correction): at fp32 activations
+    the logits stay those of the file as exported, and a decode step runs the same body nodes
+    (the corrections only widen), plus four for the head."""
+    import json
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+
+    from tensorgpt.common.contract import past_names
+    from tensorgpt.export.packed import outlier_channels as oc
+
+    monkeypatch.setattr(oc, "ENERGY_RATIO", 1.0)  # the tiny model has no massive channels
+    _, packed = pair
+    config = json.loads((packed / "manifest.json").read_text())["config"]
+    shape = SimpleNamespace(**{k: config[k] for k in ("vocab_size", "num_layers", "head_dim")})
+    shape.num_kv_heads, shape.max_position_embeddings = config["num_kv_heads"], 64
+
+    def per_step(m: onnx.ModelProto) -> Counter:  # nodes that read the inputs, not load-time
+        live, found = {i.name for i in m.graph.input}, Counter()
+        for node in m.graph.node:
+            if live & set(node.input):
+                live.update(node.output)
+                found[node.op_type] += 1
+        return found
+
+    model = onnx.load(str(packed / "model.onnx"))
+    before = per_step(model)
+    record = oc.split_outlier_channels(model, shape)
+    head = oc.split_head_outliers(model, shape)
+    after = per_step(model)
+    assert record["norms"] == 2 * shape.num_layers and record["channels"] > 0 and head > 0
+    assert after - before == Counter({"Mul": 1, "Gather": 1, "MatMul": 1, "Add": 1})
+
+    def logits(m: onnx.ModelProto, name: str) -> np.ndarray:
+        path = tmp_path / name
+        onnx.save_model(m, str(path))
+        set_accuracy_level(path, 1)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ids = (np.arange(1, 21, dtype=np.int64)[None, :] * 13) % shape.vocab_size
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feeds["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None, :]
+        empty = np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32)
+        feeds.update({n: empty for n in past_names(shape.num_layers)})
+        return session.run(["logits"], feeds)[0]
+
+    want = logits(onnx.load(str(packed / "model.onnx")), "before.onnx")
+    got = logits(model, "after.onnx")
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
