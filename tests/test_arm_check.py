@@ -243,3 +243,35 @@ def test_compare_with_reference_allows_the_level_effect_only(tmp_path: Path) -> 
     assert code == 1 and "MISMATCH perplexity" in out
     code, out = check(ref_logits, 100.0, tokens=(1, 2, 9, 4))
     assert code == 1 and "MISMATCH greedy tokens" in out
+
+
+def test_compare_with_reference_accepts_the_reference_tokens_only(tmp_path: Path) -> None:
+    """When the host's int8 run picks another token than the exact grid (a real model with a
+    level-4 body), an aarch64 run on the exact grid follows the reference's tokens: that
+    passes; tokens equal to neither fail, and so does the reference's tokens with logits off."""
+    rng = np.random.default_rng(1)
+    ref_logits = rng.standard_normal((4, 10))
+    host_logits = ref_logits.copy()
+    host_logits[:2] += 0.01
+    ref = write_probe_result(tmp_path / "ref", [1, 2, 3, 4], ref_logits, 100.0)
+    host = write_probe_result(tmp_path / "host", [1, 2, 7, 8], host_logits, 100.01)
+
+    def check(tokens, arm_logits: np.ndarray) -> tuple[int, str, dict]:
+        arm = write_probe_result(tmp_path / "arm", list(tokens), arm_logits, 100.0)
+        result = subprocess.run(
+            [sys.executable, str(PROBE), "compare", host, arm, "--reference", ref],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        line = next(x for x in result.stdout.splitlines() if x.startswith("ARM_CHECK_RESULT "))
+        return result.returncode, result.stdout, json.loads(line.split(" ", 1)[1])
+
+    code, out, summary = check([1, 2, 3, 4], ref_logits + 1e-5)
+    assert code == 0, out
+    assert "identical to the exact-grid reference's" in out
+    assert summary["tokens_match"] and not summary["tokens_match_host"]
+    code, out, summary = check([1, 2, 3, 9], ref_logits + 1e-5)
+    assert code == 1 and "MISMATCH greedy tokens" in out and not summary["tokens_match"]
+    code, out, _ = check([1, 2, 3, 4], ref_logits + 0.05)
+    assert code == 1 and "MISMATCH logits" in out

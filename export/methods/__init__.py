@@ -16,6 +16,7 @@ from tensorgpt.export.methods.base import EmbeddingMethod, Option
 __all__ = ["EmbeddingMethod", "Option", "all_options", "get_method", "method_names", "register"]
 
 _METHODS: dict[str, EmbeddingMethod] = {}
+_DISCOVERED = False
 
 
 def register(cls: type[EmbeddingMethod]) -> type[EmbeddingMethod]:
@@ -33,8 +34,12 @@ def _discover() -> None:
 
 
 def _registry() -> dict[str, EmbeddingMethod]:
-    if not _METHODS:
+    # a flag, not `if not _METHODS`: importing one method's module first (say
+    # export.methods.tc) registers that method alone, and the others must still be found
+    global _DISCOVERED
+    if not _DISCOVERED:
         _discover()
+        _DISCOVERED = True
     return _METHODS
 
 

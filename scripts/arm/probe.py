@@ -23,7 +23,10 @@ an emulated cortex-a76, which has int8 dot products, equals the host's shipped r
 deviation from it: |arm - ref| <= logit_tol + max|host - ref| (and likewise the perplexity).
 The rule adds no freedom a correct file does not use on the host, and a wrong aarch64 result
 (another kernel bug, a wrong weight) still fails. Greedy tokens must be identical to the
-host's, always.
+host's, or, with a reference, to the reference's: those are the file's two correct
+computations (int8 activations, fp32 activations), and on a real model whose body runs at
+level 4 they part after a few steps (SmolLM2-135M q4-packed: step 5 of 8, docs/device.md);
+tokens equal to neither fail.
 """
 
 from __future__ import annotations
@@ -244,15 +247,17 @@ def compare(args: argparse.Namespace) -> int:
     )
     same_tokens = host["tokens"] == arm["tokens"]
     first_diff = _common_prefix(host["tokens"], arm["tokens"])
-    checks.append(
-        (
-            "greedy tokens",
-            same_tokens,
-            f"{len(host['tokens'])} tokens identical"
-            if same_tokens
-            else f"differ from token {first_diff} on",
+    if same_tokens:
+        detail = f"{len(host['tokens'])} tokens identical"
+    elif args.reference and target["tokens"] == arm["tokens"]:
+        detail = (
+            f"{len(arm['tokens'])} tokens identical to the exact-grid reference's (fp32 "
+            f"activations; the host's int8 run parts from both at token {first_diff})"
         )
-    )
+    else:
+        detail = f"differ from token {first_diff} on"
+    tokens_ok = same_tokens or bool(args.reference) and target["tokens"] == arm["tokens"]
+    checks.append(("greedy tokens", tokens_ok, detail))
     # Logits past a token divergence come from different inputs: compare the common prefix.
     steps = min(
         len(target_logits),
@@ -326,7 +331,8 @@ def compare(args: argparse.Namespace) -> int:
     )
     summary = {
         "passed": passed,
-        "tokens_match": same_tokens,
+        "tokens_match": tokens_ok,
+        "tokens_match_host": same_tokens,
         "compared_with": "exact_grid" if args.reference else "host",
         "max_abs_logit_diff": max_diff,
         "logit_tolerance": logit_tol,
