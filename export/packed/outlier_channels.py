@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tensorgpt.common.contract import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_names
 from tensorgpt.export.packed.weights import BLOCK, nbits_to_codes
-from tensorgpt.export.packed.zero_points import CENTER
+from tensorgpt.export.packed.zero_points import zero_point_of
 
 CALIB_TOKENS = 256
 ENERGY_RATIO = 16.0
@@ -106,7 +106,7 @@ def split_outlier_channels(model: onnx.ModelProto, shape) -> dict:
         for i, (mnb, correction) in enumerate(site.units):
             u = f"{tag}/{i}"
             consts[f"{u}.codes"] = _code_rows(inits, mnb, channels)  # (|O|, N) uint8
-            zero = CENTER if len(mnb.input) < 4 or not mnb.input[3] else 0
+            zero = zero_point_of(mnb)
             consts[f"{u}.zero"] = np.asarray(zero, np.float32)
             minima = correction.input[1]
             # rows (2^k - 1) w_c = (2^k - 1) (d (q - z) + minima[block]): the same Q4_1 values
@@ -310,7 +310,7 @@ def _channel_energy(model: onnx.ModelProto, shape, names: list[str]) -> list[np.
 def _code_rows(inits, mnb: onnx.NodeProto, channels: list[int]) -> np.ndarray:
     """Rows `channels` of the unit's 4-bit codes, unpacked: (|O|, N) uint8."""
     zero_points = mnb.input[3] if len(mnb.input) > 3 else ""
-    if zero_points and numpy_helper.to_array(inits[zero_points]).any():
-        raise ValueError(f"{mnb.name}: the outlier split needs zero points 0 or the default 8")
+    if zero_point_of(mnb) == 0 and numpy_helper.to_array(inits[zero_points]).any():
+        raise ValueError(f"{mnb.name}: the outlier split needs zero points 0 or the centered 8")
     codes = nbits_to_codes(numpy_helper.to_array(inits[mnb.input[1]]))  # (K, N)
     return np.ascontiguousarray(codes[channels])

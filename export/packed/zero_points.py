@@ -13,10 +13,20 @@ mean) enters as sum_i e_i d (q_i - z): with z = 0 the codes 0..15 all count posi
 Q4_1 x Q8_1 dot product has the centered error by construction: it multiplies the quantized
 activations' own block sums with m, so its error is sum_i e_i w_i.
 
-z = 8 is MatMulNBits' default for 4 bits, so the zero-point input is dropped (no tensor in
-the file) and the correction's minima become m + 8 d, computed from the stored fp16 m and d
-by initializer-only nodes (Transpose, Mul, Add) that onnxruntime folds at load (or the split
-loader runs): the file keeps the same bytes.
+The correction's minima become m + 8 d, computed from the stored fp16 m and d by
+initializer-only nodes (Transpose, Mul, Add) that onnxruntime folds at load (or the split
+loader runs), and the zero points (all 8: byte 0x88, two 4-bit values per byte) are one
+Expand of a single stored byte per weight shape, also computed at load: the file keeps the
+same bytes.
+
+Why the zero-point input is given although 8 is MatMulNBits' default for 4 bits: onnxruntime's
+aarch64 build sends a 4-bit MatMulNBits *without* zero points on a CPU with int8 dot products
+(cortex-a76: Raspberry Pi 5, Neoverse) to KleidiAI's kernel, which quantizes the activations
+per row instead of per block of 32. Measured under qemu cortex-a76 (one 576 x 256 layer with
+a strong channel): twice the x86 output error without the input, the x86 error with it; the
+SmolLM2 q4-packed file without it: perplexity +3.5% over the exact grid on 128 tokens, where
+x86 gives +0.8% (docs/device.md, "ARM"). With the input x86 runs the same kernel as before
+(same error, same speed within 0.2%).
 """
 
 from __future__ import annotations
@@ -26,6 +36,16 @@ import onnx
 from onnx import numpy_helper
 
 CENTER = 8  # MatMulNBits' default zero point for bits = 4 (2 ** (bits - 1))
+CENTERED_PREFIX = "zp8"  # the load-time zero-point tensors this pass adds: zp8/{N}x{K/64}
+
+
+def zero_point_of(node: onnx.NodeProto) -> int:
+    """The zero point of a 4-bit MatMulNBits as export/packed writes it: 8 when the input is
+    absent (the default) or one of this pass's centered tensors, else 0 (the all-zero
+    initializer of export/packed/weights.py)."""
+    if len(node.input) < 4 or not node.input[3]:
+        return CENTER
+    return CENTER if node.input[3].startswith(f"{CENTERED_PREFIX}/") else 0
 
 
 def center_zero_points(model: onnx.ModelProto) -> int:
@@ -39,6 +59,7 @@ def center_zero_points(model: onnx.ModelProto) -> int:
             consumers.setdefault(name, []).append(node)
     producer = {o: n for n in graph.node for o in n.output}
     before: dict[int, list[onnx.NodeProto]] = {}
+    zero_points: dict[str, onnx.NodeProto] = {}  # one Expand per zero-point shape
     done = 0
     for node in graph.node:
         correction = _correction(node, inits, consumers, producer)
@@ -56,12 +77,10 @@ def center_zero_points(model: onnx.ModelProto) -> int:
         )
         before[id(correction)] = shifted
         correction.input[1] = f"{tag}/min_centered"
-        node.input[3] = ""
-        while node.input and not node.input[-1]:
-            node.input.pop()
+        node.input[3] = _centered_zero_points(graph, zero_points, inits[node.input[3]].dims)
         done += 1
     if done:
-        nodes = []
+        nodes = list(zero_points.values())
         for node in graph.node:
             nodes.extend(before.get(id(node), []))
             nodes.append(node)
@@ -72,6 +91,24 @@ def center_zero_points(model: onnx.ModelProto) -> int:
         del graph.initializer[:]
         graph.initializer.extend(keep)
     return done
+
+
+def _centered_zero_points(
+    graph: onnx.GraphProto, made: dict[str, onnx.NodeProto], dims
+) -> str:
+    """Name of the (N, ceil(K/32 / 2)) uint8 tensor of 0x88 (zero point 8 in both nibbles),
+    built at load by Expand of one stored byte; one per shape, shared by its nodes."""
+    shape = [int(d) for d in dims]
+    name = f"{CENTERED_PREFIX}/{'x'.join(map(str, shape))}"
+    if name not in made:
+        byte, dims_name = f"{CENTERED_PREFIX}.byte", f"{name}.shape"
+        if not any(t.name == byte for t in graph.initializer):
+            graph.initializer.append(
+                numpy_helper.from_array(np.array([CENTER * 17], np.uint8), byte)
+            )
+        graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), dims_name))
+        made[name] = onnx.helper.make_node("Expand", [byte, dims_name], [name])
+    return name
 
 
 def _correction(node, inits, consumers, producer) -> onnx.NodeProto | None:
