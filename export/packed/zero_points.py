@@ -93,9 +93,7 @@ def center_zero_points(model: onnx.ModelProto) -> int:
     return done
 
 
-def _centered_zero_points(
-    graph: onnx.GraphProto, made: dict[str, onnx.NodeProto], dims
-) -> str:
+def _centered_zero_points(graph: onnx.GraphProto, made: dict[str, onnx.NodeProto], dims) -> str:
     """Name of the (N, ceil(K/32 / 2)) uint8 tensor of 0x88 (zero point 8 in both nibbles),
     built at load by Expand of one stored byte; one per shape, shared by its nodes."""
     shape = [int(d) for d in dims]
