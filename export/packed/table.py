@@ -9,11 +9,7 @@ t = d * q; stored as uint8 q + 128 (MatMulNBits' default 8-bit zero point), (V, 
     lookup: Gather(codes, ids) -> Cast, - 128, * Gather(scales, ids)   (only the batch's rows)
     head:   MatMulNBits(hidden; codes, scales, bits 8)                 (N = V, K = D)
 
-Both read the same codes and fp16 scales; the head casts its scales to fp32 at load (its
-kernel prepacks them and onnxruntime frees the cast), the lookup casts only the rows it
-gathers. Why not one fp32 scale tensor for both: the lookup's reading of it kept (V, D/32)
-fp32 resident beside the head's packed copy (SmolLM2: 3.4 MiB; for a table decoded at load
-such tensors are anonymous memory, not file pages the runtime can drop). Rule for the precision: 8 bits is what llama.cpp ships for
+Both read the same initializers. Rule for the precision: 8 bits is what llama.cpp ships for
 this table and what a Q8_0 GGUF source holds exactly (lossless then); a 4-bit table would
 halve its RAM but is not measured yet (docs/device.md).
 
@@ -97,11 +93,14 @@ class PackedTable:
         return decode_q8_blocks(codes, scales)
 
     def tensors(self, b: GraphBuilder) -> tuple[str, str]:
-        """(codes (V, D/32, 32) uint8, scales (V, D/32) float16), built once."""
+        """(codes (V, D/32, 32) uint8, scales (V, D/32) float32), built once."""
         if self._tensors is None:
             if isinstance(self.embedding, DenseEmbedding):
                 codes, scale = encode_q8_blocks(self.embedding.weight)
-                self._tensors = (b.const("q8.codes", codes), b.const("q8.scale", scale))
+                self._tensors = (
+                    b.const("q8.codes", codes),
+                    b.op("Cast", [b.const("q8.scale", scale)], to=FLOAT),
+                )
             else:
                 self._tensors = _quantize_chunks(b, self.embedding, self.vocab_size, self.dim)
         return self._tensors
@@ -111,8 +110,7 @@ class PackedTable:
         codes, scales = self.tensors(b)
         q = b.op("Cast", [b.op("Gather", [codes, ids], axis=0)], to=FLOAT)  # (b, s, D/32, 32)
         q = b.op("Sub", [q, b.const("q8.offset", np.array(_OFFSET, np.float32))])
-        d = b.op("Cast", [b.op("Gather", [scales, ids], axis=0)], to=FLOAT)  # the rows only
-        d = b.op("Unsqueeze", [d, b.ints("last", [-1])])
+        d = b.op("Unsqueeze", [b.op("Gather", [scales, ids], axis=0), b.ints("last", [-1])])
         return b.op("Reshape", [b.op("Mul", [q, d]), b.ints("rows_shape", [0, 0, self.dim])])
 
     def head(self, b: GraphBuilder, hidden: str, bias: str = "") -> str:
@@ -122,7 +120,7 @@ class PackedTable:
             b,
             hidden,
             codes,
-            b.op("Cast", [scales], to=FLOAT),  # at load; prepacked, then freed
+            scales,
             self.dim,
             self.vocab_size,
             HEAD_BITS,
@@ -177,7 +175,7 @@ def _quantize_in_graph(b: GraphBuilder, table: str, vocab: int, dim: int) -> tup
     codes = b.op(
         "Cast", [b.op("Add", [q, b.const("q8.offset", np.array(_OFFSET, np.float32))])], to=UINT8
     )
-    flat = b.op("Reshape", [scale16, b.ints("q8.scale_shape", [vocab, dim // BLOCK])])
+    flat = b.op("Reshape", [scale, b.ints("q8.scale_shape", [vocab, dim // BLOCK])])
     return codes, flat
 
 
@@ -194,7 +192,7 @@ def _run_table_subgraph(model_path: Path, codes: str, scales: str) -> tuple[np.n
         [],
         [
             helper.make_tensor_value_info(codes, UINT8, None),
-            helper.make_tensor_value_info(scales, FLOAT16, None),
+            helper.make_tensor_value_info(scales, FLOAT, None),
         ],
         [t for t in model.graph.initializer if t.name in read],
     )

@@ -203,7 +203,7 @@ def _packed_table_graph(emb, monkeypatch, rows_per_chunk: int) -> onnx.ModelProt
         [],
         [
             helper.make_tensor_value_info(codes, onnx.TensorProto.UINT8, None),
-            helper.make_tensor_value_info(scales, onnx.TensorProto.FLOAT16, None),
+            helper.make_tensor_value_info(scales, onnx.TensorProto.FLOAT, None),
         ],
         b.initializers,
     )
