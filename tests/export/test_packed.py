@@ -112,6 +112,22 @@ def test_q4_codes_reconstruct_the_portable_grid_exactly(pair):
     assert got == want
 
 
+def test_every_4bit_product_gets_its_zero_points(pair):
+    """Every 4-bit MatMulNBits of the packed file names its zero points (the centered 8s,
+    expanded at load from one stored byte): without the input onnxruntime's aarch64 build
+    runs the node with per-row int8 activations (export/packed/zero_points.py)."""
+    _, packed = pair
+    model = onnx.load(str(packed / "model.onnx"))
+    four = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMulNBits" and next(a.i for a in n.attribute if a.name == "bits") == 4
+    ]
+    assert four and all(len(n.input) > 3 and n.input[3].startswith("zp8/") for n in four)
+    sizes = {t.name: len(t.raw_data) for t in model.graph.initializer}
+    assert sizes["zp8.byte"] == 1 and not any(n.input[3] in sizes for n in four)
+
+
 def test_no_dense_table_in_file_or_session(pair, tmp_path):
     """Neither the file nor the optimized session graph holds a float tensor of V x D
     entries (the fp32 head or a folded table)."""
