@@ -95,13 +95,13 @@ def main() -> int:
             rows.append(json.loads(result_file.read_text()))
             print(f"[saten_quality] {name}: reusing {result_file}", file=sys.stderr)
             continue
-        table, quantize, linears = parse_variant(name, args.calib_text)
+        table, quantize, linears, weights = parse_variant(name, args.calib_text)
         fresh = LoadedModel(
             copy.deepcopy(loaded.model), loaded.tokenizer, loaded.source, loaded.resolved
         )
         started = time.perf_counter()
         manifest = export_model(
-            fresh, folder, table, quantize=quantize, linears=linears, force=True
+            fresh, folder, table, quantize=quantize, linears=linears, weights=weights, force=True
         )
         took = time.perf_counter() - started
         print(
