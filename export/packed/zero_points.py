@@ -17,7 +17,7 @@ The correction's minima become m + 8 d, computed from the stored fp16 m and d by
 initializer-only nodes (Transpose, Mul, Add) that onnxruntime folds at load (or the split
 loader runs), and the zero points (all 8: byte 0x88, two 4-bit values per byte) are one
 Expand of a single stored byte per weight shape, also computed at load: the file keeps the
-same bytes.
+same weight bytes (plus one byte and a shape vector per zero-point shape: 1.7 KB on SmolLM2).
 
 Why the zero-point input is given although 8 is MatMulNBits' default for 4 bits: onnxruntime's
 aarch64 build sends a 4-bit MatMulNBits *without* zero points on a CPU with int8 dot products
