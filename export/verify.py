@@ -74,20 +74,32 @@ def _torch_run(model, ids: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
     return logits, tokens
 
 
+def empty_past(shape) -> dict[str, np.ndarray]:
+    """The KV cache inputs of a first forward, batch 1 (`shape`: num_layers, num_kv_heads,
+    head_dim)."""
+    empty = np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32)
+    return {name: empty for name in past_names(shape.num_layers)}
+
+
+def step_feeds(ids: np.ndarray, total: int, past: dict) -> dict[str, np.ndarray]:
+    """The graph inputs for `ids` (1, seq) after `total` cached tokens, batch 1."""
+    seq = ids.shape[1]
+    return {
+        INPUT_IDS: ids,
+        ATTENTION_MASK: np.ones((1, total + seq), np.int64),
+        POSITION_IDS: np.arange(total, total + seq, dtype=np.int64)[None, :],
+        **past,
+    }
+
+
 def _ort_run(session, shape, ids: np.ndarray, tokens: list[int]) -> list[np.ndarray]:
     """Logits of the prompt, then of each of `tokens` fed one at a time through the cache."""
     names = past_names(shape.num_layers)
-    past = {n: np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32) for n in names}
+    past = empty_past(shape)
     feed_ids, logits, total = ids, [], 0
     for step in range(len(tokens) + 1):
         seq = feed_ids.shape[1]
-        feeds = {
-            INPUT_IDS: feed_ids,
-            ATTENTION_MASK: np.ones((1, total + seq), np.int64),
-            POSITION_IDS: np.arange(total, total + seq, dtype=np.int64)[None, :],
-            **past,
-        }
-        outputs = session.run(None, feeds)
+        outputs = session.run(None, step_feeds(feed_ids, total, past))
         logits.append(outputs[0][0])
         past = dict(zip(names, outputs[1:]))
         total += seq

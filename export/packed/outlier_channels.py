@@ -36,9 +36,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tensorgpt.common.contract import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_names
 from tensorgpt.export.packed.weights import BLOCK, nbits_to_codes
 from tensorgpt.export.packed.zero_points import zero_point_of
+from tensorgpt.export.verify import empty_past, step_feeds
 
 CALIB_TOKENS = 256
 ENERGY_RATIO = 16.0
@@ -295,13 +295,7 @@ def _channel_energy(model: onnx.ModelProto, shape, names: list[str]) -> list[np.
     del probe
     tokens = min(CALIB_TOKENS, shape.max_position_embeddings)
     ids = np.random.default_rng(0).integers(0, shape.vocab_size, (1, tokens), dtype=np.int64)
-    feeds = {
-        INPUT_IDS: ids,
-        ATTENTION_MASK: np.ones((1, tokens), np.int64),
-        POSITION_IDS: np.arange(tokens, dtype=np.int64)[None, :],
-    }
-    empty = np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32)
-    feeds.update({name: empty for name in past_names(shape.num_layers)})
+    feeds = step_feeds(ids, 0, empty_past(shape))
     wanted = {i.name for i in session.get_inputs()}
     outputs = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     return [(o.reshape(-1, o.shape[-1]).astype(np.float64) ** 2).mean(axis=0) for o in outputs]
