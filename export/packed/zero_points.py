@@ -100,7 +100,7 @@ def _centered_zero_points(graph: onnx.GraphProto, made: dict[str, onnx.NodeProto
     name = f"{CENTERED_PREFIX}/{'x'.join(map(str, shape))}"
     if name not in made:
         byte, dims_name = f"{CENTERED_PREFIX}.byte", f"{name}.shape"
-        if not any(t.name == byte for t in graph.initializer):
+        if not made:  # the first shape brings the one byte all of them expand
             graph.initializer.append(
                 numpy_helper.from_array(np.array([CENTER * 17], np.uint8), byte)
             )

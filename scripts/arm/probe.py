@@ -246,17 +246,18 @@ def compare(args: argparse.Namespace) -> int:
         )
     )
     same_tokens = host["tokens"] == arm["tokens"]
+    reference_tokens = bool(args.reference) and target["tokens"] == arm["tokens"]
     first_diff = _common_prefix(host["tokens"], arm["tokens"])
     if same_tokens:
         detail = f"{len(host['tokens'])} tokens identical"
-    elif args.reference and target["tokens"] == arm["tokens"]:
+    elif reference_tokens:
         detail = (
             f"{len(arm['tokens'])} tokens identical to the exact-grid reference's (fp32 "
             f"activations; the host's int8 run parts from both at token {first_diff})"
         )
     else:
         detail = f"differ from token {first_diff} on"
-    tokens_ok = same_tokens or bool(args.reference) and target["tokens"] == arm["tokens"]
+    tokens_ok = same_tokens or reference_tokens
     checks.append(("greedy tokens", tokens_ok, detail))
     # Logits past a token divergence come from different inputs: compare the common prefix.
     steps = min(
